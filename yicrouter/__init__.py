@@ -1,0 +1,3 @@
+"""yicrouter: a DIMSE-native DICOM router for regional query/retrieve."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from yicrouter.cli import main
+
+raise SystemExit(main())
