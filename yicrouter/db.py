@@ -1,0 +1,53 @@
+"""The router's database: peewee models bound at start-up.
+
+SQLite in WAL mode is the embedded default. Every query goes through peewee,
+so the same models can later run against another database URL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import peewee
+from playhouse.db_url import connect
+
+SCHEMA_VERSION = 1
+
+database_proxy = peewee.DatabaseProxy()
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+
+
+class SchemaVersion(BaseModel):
+    """One row that stores the schema version this database was created with."""
+
+    version = peewee.IntegerField()
+
+
+class SchemaTooNew(RuntimeError):
+    """Raised when the database was written by a newer yicrouter."""
+
+
+def open_database(state_dir: Path, models: list[type[BaseModel]]) -> peewee.Database:
+    """Open (creating if needed) the database in `state_dir` and its tables."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{state_dir / 'yicrouter.sqlite3'}"
+    database = connect(
+        url,
+        pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 10000},
+    )
+    database_proxy.initialize(database)
+    with database.connection_context():
+        database.create_tables([SchemaVersion, *models], safe=True)
+        row = SchemaVersion.select().first()
+        if row is None:
+            SchemaVersion.create(version=SCHEMA_VERSION)
+        elif row.version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{url} has schema version {row.version}, but this yicrouter "
+                f"supports up to {SCHEMA_VERSION}; upgrade yicrouter or use another state_dir"
+            )
+    return database

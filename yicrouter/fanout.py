@@ -1,0 +1,133 @@
+"""C-FIND fan-out: one query to every peer at once, matches merged as they arrive.
+
+Each peer runs in its own thread with its own deadline. A peer that is down,
+rejects the association, aborts or misses its deadline is reported in
+`FanoutResult.failed_peers`; the other peers' matches still flow.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+
+from yicrouter.config import PeerSettings
+from yicrouter.logs import get_logger
+from yicrouter.peer_client import FindOutcome, PeerFind
+from yicrouter.query import InformationModel
+
+log = get_logger(__name__)
+
+# Seconds between checks for C-CANCEL while no peer has anything to send.
+_CANCEL_POLL_INTERVAL = 0.1
+
+
+@dataclass
+class FanoutResult:
+    peers_asked: list[str] = field(default_factory=list)
+    failed_peers: dict[str, str] = field(default_factory=dict)
+    matches_by_peer: dict[str, int] = field(default_factory=dict)
+    cancelled: bool = False
+
+
+@dataclass
+class _Done:
+    peer: str
+    outcome: FindOutcome
+
+
+class Fanout:
+    """Send one C-FIND identifier to a set of peers and merge the matches."""
+
+    def __init__(
+        self,
+        peers: tuple[PeerSettings, ...],
+        local_ae_title: str,
+        max_pdu: int,
+        log_context: dict[str, object],
+    ) -> None:
+        self._peers = peers
+        self._local_ae_title = local_ae_title
+        self._max_pdu = max_pdu
+        self._log = log.bind(**log_context)
+        self.result = FanoutResult(peers_asked=[p.name for p in peers])
+
+    def matches(
+        self,
+        model: InformationModel,
+        identifier: Dataset,
+        is_cancelled: Callable[[], bool] = lambda: False,
+    ) -> Iterator[tuple[str, Dataset]]:
+        """Yield (peer name, match) pairs in arrival order."""
+        inbox: queue.Queue[tuple[str, Dataset] | _Done] = queue.Queue()
+        calls = {p.name: PeerFind(p, self._local_ae_title, self._max_pdu) for p in self._peers}
+        started = time.monotonic()
+        deadlines = {p.name: started + p.find_deadline for p in self._peers}
+        for name, call in calls.items():
+            self._start(name, call, model, identifier, inbox)
+
+        pending = set(calls)
+        while pending:
+            if is_cancelled():
+                self._cancel(calls, pending)
+                return
+            self._expire(calls, pending, deadlines)
+            if not pending:
+                break
+            wait = min(deadlines[name] for name in pending) - time.monotonic()
+            try:
+                item = inbox.get(timeout=max(0.0, min(wait, _CANCEL_POLL_INTERVAL)))
+            except queue.Empty:
+                continue
+            if isinstance(item, _Done):
+                self._finish(item, pending)
+            elif item[0] in pending:
+                self.result.matches_by_peer[item[0]] = self.result.matches_by_peer.get(item[0], 0) + 1
+                yield item
+
+    def _start(
+        self,
+        name: str,
+        call: PeerFind,
+        model: InformationModel,
+        identifier: Dataset,
+        inbox: "queue.Queue[tuple[str, Dataset] | _Done]",
+    ) -> None:
+        def work() -> None:
+            outcome = call.run(model, identifier, lambda match: inbox.put((name, match)))
+            inbox.put(_Done(name, outcome))
+
+        threading.Thread(target=work, name=f"find-{name}", daemon=True).start()
+
+    def _finish(self, done: _Done, pending: set[str]) -> None:
+        if done.peer not in pending:
+            return
+        pending.discard(done.peer)
+        if done.outcome.error:
+            self._fail(done.peer, done.outcome.error)
+
+    def _expire(self, calls: dict[str, PeerFind], pending: set[str], deadlines: dict[str, float]) -> None:
+        now = time.monotonic()
+        for name in [n for n in pending if deadlines[n] <= now]:
+            pending.discard(name)
+            calls[name].abort()
+            peer = calls[name].peer
+            self._fail(name, f"missed its deadline of {peer.find_deadline:g} s")
+
+    def _cancel(self, calls: dict[str, PeerFind], pending: set[str]) -> None:
+        self.result.cancelled = True
+        for name in pending:
+            calls[name].abort()
+        pending.clear()
+
+    def _fail(self, name: str, reason: str) -> None:
+        self.result.failed_peers[name] = reason
+        peer = next(p for p in self._peers if p.name == name)
+        self._log.warning(
+            "peer_find_failed", peer=name, peer_ae_title=peer.ae_title,
+            peer_address=f"{peer.host}:{peer.port}", reason=reason,
+        )

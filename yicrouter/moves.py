@@ -1,0 +1,151 @@
+"""Moves in progress, and the matching of incoming C-STOREs to their move.
+
+The router asks a peer to C-MOVE with the router's own AE title as the Move
+Destination, so the peer's C-STORE sub-operations arrive on a separate
+association. Each one is matched to its move by Move Originator AE Title and
+Move Originator Message ID (PS3.7 9.3.1.1) when the peer sends them. Many
+peers leave them out, so the fallback takes the oldest move from that peer
+whose identifier covers the instance and that has not yet received it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from yicrouter.config import PeerSettings, WorkstationSettings
+from yicrouter.peer_client import MoveOutcome, MoveProgress
+from yicrouter.query import Query
+
+
+@dataclass(frozen=True)
+class InstanceKeys:
+    """The keys of a received instance that decide which move it belongs to."""
+
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PeerFinished:
+    """Put in a move's inbox when the peer's C-MOVE has ended."""
+
+    peer: PeerSettings
+    outcome: MoveOutcome
+
+
+@dataclass
+class MoveJob:
+    requester_ae_title: str
+    requester_message_id: int
+    destination: WorkstationSettings
+    query: Query
+    upstream_message_id: int
+    peer: PeerSettings | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    inbox: "queue.Queue[ReceivedInstance | PeerFinished]" = field(default_factory=queue.Queue)
+    received_uids: set[str] = field(default_factory=set)
+    peer_progress: MoveProgress = field(default_factory=MoveProgress)
+
+    def covers(self, keys: InstanceKeys) -> bool:
+        """Return True if the move's identifier selects this instance."""
+        checks = {
+            "PatientID": keys.patient_id,
+            "StudyInstanceUID": keys.study_uid,
+            "SeriesInstanceUID": keys.series_uid,
+            "SOPInstanceUID": keys.sop_instance_uid,
+        }
+        for keyword, value in checks.items():
+            wanted = self.query.key_values(keyword)
+            if wanted and value not in wanted:
+                return False
+        return True
+
+
+class MoveRegistry:
+    """The moves in progress, shared by the C-MOVE and C-STORE handlers."""
+
+    def __init__(self, router_ae_title: str) -> None:
+        self._router_ae_title = router_ae_title
+        self._lock = threading.Lock()
+        self._jobs: dict[int, MoveJob] = {}
+        self._order = itertools.count()
+        self._ranks: dict[str, int] = {}
+        self._next_id = 0
+
+    def allocate_message_id(self) -> int:
+        """Return a Message ID (1 to 65535) that no running move uses upstream."""
+        with self._lock:
+            for _ in range(65535):
+                self._next_id = self._next_id % 65535 + 1
+                if self._next_id not in self._jobs:
+                    return self._next_id
+        raise RuntimeError("all 65535 Message IDs are in use by running moves")
+
+    def add(self, job: MoveJob) -> None:
+        with self._lock:
+            self._jobs[job.upstream_message_id] = job
+            self._ranks[job.id] = next(self._order)
+
+    def remove(self, job: MoveJob) -> None:
+        with self._lock:
+            self._jobs.pop(job.upstream_message_id, None)
+            self._ranks.pop(job.id, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def claim(
+        self,
+        calling_ae_title: str,
+        originator_ae_title: str | None,
+        originator_message_id: int | None,
+        keys: InstanceKeys,
+    ) -> MoveJob | None:
+        """Return the move that an incoming instance belongs to, and mark it received."""
+        with self._lock:
+            job = self._by_originator(originator_ae_title, originator_message_id, keys)
+            if job is None:
+                job = self._by_fallback(calling_ae_title.strip(), keys)
+            if job is not None:
+                job.received_uids.add(keys.sop_instance_uid)
+            return job
+
+    def _by_originator(
+        self, originator_ae_title: str | None, message_id: int | None, keys: InstanceKeys
+    ) -> MoveJob | None:
+        if not originator_ae_title or message_id is None:
+            return None
+        if originator_ae_title.strip() != self._router_ae_title:
+            return None
+        job = self._jobs.get(int(message_id))
+        if job is not None and job.covers(keys):
+            return job
+        return None
+
+    def _by_fallback(self, calling_ae_title: str, keys: InstanceKeys) -> MoveJob | None:
+        candidates = [
+            job for job in self._jobs.values()
+            if job.covers(keys) and keys.sop_instance_uid not in job.received_uids
+        ]
+        from_peer = [j for j in candidates if j.peer is not None and j.peer.ae_title == calling_ae_title]
+        pool = from_peer or candidates
+        if not pool:
+            return None
+        return min(pool, key=lambda job: self._ranks[job.id])

@@ -1,0 +1,170 @@
+"""Query/Retrieve information models, levels and identifier checks.
+
+Implements the parts of PS3.4 C.4 (Query/Retrieve Service Class) that the
+router needs before it sends anything to a peer: which SOP Class belongs to
+which information model, the unique key of each Query/Retrieve Level, and the
+checks that turn a bad identifier into status 0xA900.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from pydicom.dataset import Dataset
+from pynetdicom import sop_class
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+# PS3.4 C.3: the unique key of each Query/Retrieve Level.
+UNIQUE_KEYS = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+
+# PS3.5 9.1: a UID is digits and dots, at most 64 characters.
+_UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+class InformationModel(Enum):
+    PATIENT_ROOT = "Patient Root"
+    STUDY_ROOT = "Study Root"
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """Return the Query/Retrieve Levels that this model defines."""
+        if self is InformationModel.STUDY_ROOT:
+            return LEVELS[1:]
+        return LEVELS
+
+    @property
+    def find_sop_class(self) -> str:
+        return _SOP_CLASSES[self][0]
+
+    @property
+    def move_sop_class(self) -> str:
+        return _SOP_CLASSES[self][1]
+
+    @property
+    def get_sop_class(self) -> str:
+        return _SOP_CLASSES[self][2]
+
+
+_SOP_CLASSES = {
+    InformationModel.PATIENT_ROOT: (
+        sop_class.PatientRootQueryRetrieveInformationModelFind,
+        sop_class.PatientRootQueryRetrieveInformationModelMove,
+        sop_class.PatientRootQueryRetrieveInformationModelGet,
+    ),
+    InformationModel.STUDY_ROOT: (
+        sop_class.StudyRootQueryRetrieveInformationModelFind,
+        sop_class.StudyRootQueryRetrieveInformationModelMove,
+        sop_class.StudyRootQueryRetrieveInformationModelGet,
+    ),
+}
+
+
+def model_for_sop_class(uid: str) -> InformationModel | None:
+    """Return the information model of a Q/R SOP Class UID, or None."""
+    for model, uids in _SOP_CLASSES.items():
+        if uid in uids:
+            return model
+    return None
+
+
+class InvalidIdentifier(ValueError):
+    """Raised when an identifier does not match its SOP Class (status 0xA900)."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """A checked C-FIND, C-MOVE or C-GET identifier."""
+
+    model: InformationModel
+    level: str
+    identifier: Dataset
+
+    @property
+    def unique_key(self) -> str:
+        return UNIQUE_KEYS[self.level]
+
+    def key_values(self, keyword: str) -> list[str]:
+        """Return the values of a key, split on backslash; [] when universal."""
+        return split_values(self.identifier.get(keyword, ""))
+
+
+def split_values(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return [str(v).strip() for v in value if str(v).strip()]  # type: ignore[union-attr]
+    text = str(value).strip()
+    return [part.strip() for part in text.split("\\") if part.strip()] if text else []
+
+
+def _parent_levels(model: InformationModel, level: str) -> list[str]:
+    levels = model.levels
+    return list(levels[: levels.index(level)])
+
+
+def _check_uid_list(keyword: str, values: list[str]) -> None:
+    for value in values:
+        if len(value) > 64 or not _UID_PATTERN.match(value):
+            raise InvalidIdentifier(f"{keyword} value {value!r} is not a valid UID")
+
+
+def _check_parent_keys(model: InformationModel, level: str, identifier: Dataset) -> None:
+    """Check the hierarchical-search rule of PS3.4 C.4.1.2.1 and C.4.2.2.1.
+
+    Every unique key above the level must hold exactly one value.
+    """
+    for parent in _parent_levels(model, level):
+        keyword = UNIQUE_KEYS[parent]
+        values = split_values(identifier.get(keyword, ""))
+        if len(values) != 1:
+            raise InvalidIdentifier(
+                f"{keyword} must hold exactly one value at Query/Retrieve Level {level} "
+                f"in the {model.value} model"
+            )
+        if keyword != "PatientID":
+            _check_uid_list(keyword, values)
+
+
+def _read_level(model: InformationModel, identifier: Dataset) -> str:
+    if "QueryRetrieveLevel" not in identifier:
+        raise InvalidIdentifier("Query/Retrieve Level (0008,0052) is missing")
+    level = str(identifier.QueryRetrieveLevel or "").strip().upper()
+    if level not in model.levels:
+        raise InvalidIdentifier(
+            f"Query/Retrieve Level {level!r} is not defined in the {model.value} model"
+        )
+    return level
+
+
+def parse_find(model: InformationModel, identifier: Dataset) -> Query:
+    """Check a C-FIND identifier; raise InvalidIdentifier on a bad one."""
+    level = _read_level(model, identifier)
+    _check_parent_keys(model, level, identifier)
+    unique_key = UNIQUE_KEYS[level]
+    if unique_key != "PatientID":
+        values = split_values(identifier.get(unique_key, ""))
+        if any("*" in v or "?" in v for v in values):
+            raise InvalidIdentifier(f"{unique_key} does not allow wildcard matching")
+        _check_uid_list(unique_key, values)
+    return Query(model, level, identifier)
+
+
+def parse_retrieve(model: InformationModel, identifier: Dataset) -> Query:
+    """Check a C-MOVE or C-GET identifier (PS3.4 C.4.2.2.1)."""
+    level = _read_level(model, identifier)
+    _check_parent_keys(model, level, identifier)
+    unique_key = UNIQUE_KEYS[level]
+    values = split_values(identifier.get(unique_key, ""))
+    if not values:
+        raise InvalidIdentifier(f"{unique_key} is required for a retrieve at level {level}")
+    if unique_key != "PatientID":
+        _check_uid_list(unique_key, values)
+    return Query(model, level, identifier)

@@ -1,0 +1,192 @@
+"""The C-MOVE relay loop: peer C-MOVE in, C-STOREs out, live counts back.
+
+It runs in the requester's association thread. A helper thread runs the C-MOVE
+at the peer; the C-STORE handler drops each received instance into the move's
+inbox, and this loop forwards it to the Move Destination at once and sends a
+Pending response with the router's own counts. The final response goes out
+only after the last forward has finished.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from yicrouter import status
+from yicrouter.config import PeerSettings
+from yicrouter.forwarder import Forwarder
+from yicrouter.logs import get_logger
+from yicrouter.moves import MoveJob, PeerFinished, ReceivedInstance
+from yicrouter.peer_client import MoveOutcome, MoveProgress, PeerMove
+from yicrouter.spool import Spool
+
+log = get_logger(__name__)
+
+# Seconds between checks for C-CANCEL and a lost requester while idle.
+_POLL_INTERVAL = 0.2
+
+
+@dataclass
+class MoveCounts:
+    """Sub-operation counts from the router's own C-STOREs to the destination."""
+
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+    bytes_forwarded: int = 0
+
+    def add(self, instance: ReceivedInstance, store_status: int) -> None:
+        if status.is_success(store_status):
+            self.completed += 1
+            self.bytes_forwarded += instance.size
+        elif status.is_warning(store_status):
+            self.warning += 1
+            self.bytes_forwarded += instance.size
+        else:
+            self.failed += 1
+            self.failed_uids.append(instance.sop_instance_uid)
+
+
+@dataclass
+class RelayResult:
+    counts: MoveCounts
+    outcome: MoveOutcome | None
+    peer: PeerSettings | None
+    cancelled: bool = False
+    requester_lost: bool = False
+    timed_out: bool = False
+
+    def remaining(self) -> int:
+        """Sub-operations the peer announced but that never reached the router."""
+        if self.outcome is None:
+            return 0
+        progress = self.outcome.progress
+        return progress.remaining or 0
+
+
+class MoveRelay:
+    def __init__(
+        self,
+        job: MoveJob,
+        peers: list[PeerSettings],
+        forwarder: Forwarder,
+        spool: Spool,
+        local_ae_title: str,
+        max_pdu: int,
+        send_pending: Callable[[MoveCounts, int], None],
+        is_cancelled: Callable[[], bool],
+        requester_alive: Callable[[], bool],
+        log_context: dict[str, object],
+    ) -> None:
+        self.job = job
+        self._peers = peers
+        self._forwarder = forwarder
+        self._spool = spool
+        self._local_ae_title = local_ae_title
+        self._max_pdu = max_pdu
+        self._send_pending = send_pending
+        self._is_cancelled = is_cancelled
+        self._requester_alive = requester_alive
+        self._log = log.bind(**log_context)
+        self._current: PeerMove | None = None
+        self._stop = threading.Event()
+        self.counts = MoveCounts()
+
+    def run(self) -> RelayResult:
+        threading.Thread(target=self._run_peer_moves, name=f"move-{self.job.id}", daemon=True).start()
+        deadline = time.monotonic() + max(p.move_deadline for p in self._peers)
+        result = RelayResult(self.counts, None, None)
+        while True:
+            if self._is_cancelled():
+                result.cancelled = True
+            elif not self._requester_alive():
+                result.requester_lost = True
+            elif time.monotonic() > deadline:
+                result.timed_out = True
+            if result.cancelled or result.requester_lost or result.timed_out:
+                self._stop_peer(cancel=result.cancelled)
+                self._discard_inbox()
+                return result
+            try:
+                item = self.job.inbox.get(timeout=_POLL_INTERVAL)
+            except queue.Empty:
+                continue
+            if isinstance(item, PeerFinished):
+                result.outcome, result.peer = item.outcome, item.peer
+                return result
+            self._forward(item)
+
+    def _forward(self, instance: ReceivedInstance) -> None:
+        forwarded = self._forwarder.send(instance)
+        self.counts.add(instance, forwarded.status)
+        if status.is_failure(forwarded.status):
+            self._log.warning(
+                "forward_failed", sop_instance_uid=instance.sop_instance_uid,
+                store_status=f"0x{forwarded.status:04X}", reason=forwarded.reason,
+            )
+            self._spool.keep_failed(instance.path)
+        else:
+            self._spool.discard(instance.path)
+        self._send_pending(self.counts, self._remaining())
+
+    def _remaining(self) -> int:
+        progress: MoveProgress = self.job.peer_progress
+        queued = self.job.inbox.qsize()
+        if progress.remaining is None:
+            return queued
+        announced = progress.remaining + progress.completed + progress.warning
+        done = self.counts.completed + self.counts.failed + self.counts.warning
+        return max(announced - done, queued, 0)
+
+    def _run_peer_moves(self) -> None:
+        """Try each peer that holds the data until one delivers or fails partway."""
+        outcome = MoveOutcome(error="no peer holds the requested data")
+        peer = self._peers[0]
+        for peer in self._peers:
+            if self._stop.is_set():
+                break
+            self.job.peer = peer
+            call = PeerMove(peer, self._local_ae_title, self._max_pdu)
+            self._current = call
+            outcome = call.run(self.job.query.model, self.job.query.identifier,
+                               self.job.upstream_message_id, self._on_progress)
+            if not self._should_try_next_peer(outcome):
+                break
+            self._log.warning("peer_move_failed", peer=peer.name, peer_ae_title=peer.ae_title,
+                              reason=outcome.error or f"final status 0x{outcome.final_status:04X}",
+                              trying_next_peer=peer is not self._peers[-1])
+        self.job.inbox.put(PeerFinished(peer, outcome))
+
+    def _should_try_next_peer(self, outcome: MoveOutcome) -> bool:
+        if self.job.received_uids:
+            return False
+        if outcome.error is not None:
+            return True
+        final = outcome.final_status
+        return final is not None and status.is_failure(final)
+
+    def _on_progress(self, progress: MoveProgress) -> None:
+        self.job.peer_progress = progress
+
+    def _stop_peer(self, cancel: bool) -> None:
+        self._stop.set()
+        call = self._current
+        if call is None:
+            return
+        if cancel:
+            call.cancel()
+        else:
+            call.abort()
+
+    def _discard_inbox(self) -> None:
+        while True:
+            try:
+                item = self.job.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, ReceivedInstance):
+                self._spool.keep_failed(item.path)

@@ -1,0 +1,92 @@
+"""The router's association acceptor, with its own C-MOVE SCP loop.
+
+pynetdicom's built-in C-MOVE SCP (3.0.4) needs the number of sub-operations
+before the first instance, takes only decoded Datasets, and opens the Move
+Destination association before any instance is known. A relay knows none of
+that in advance, and decoding every instance costs time and memory. So the
+router's acceptor association hands C-MOVE requests to `serve_move`, which
+owns the destination association and sends the received bytes unchanged.
+Every other request goes through pynetdicom as usual.
+
+This overrides pynetdicom's private `Association._serve_request` and
+`RequestHandler._create_association`, which is why setup.cfg pins
+pynetdicom to 3.0.x; tests/test_association.py fails if they change shape.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+from yicrouter.scp.common import RouterServices
+from yicrouter.scp.move import serve_move
+
+_association_ids = itertools.count(1)
+
+
+class RouterAssociation(Association):
+    """An acceptor association whose C-MOVE requests the router serves itself."""
+
+    router_services: RouterServices
+    router_association_id: str
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        if not (isinstance(msg, C_MOVE) and msg.is_valid_request and context_id in self._accepted_cx):
+            super()._serve_request(msg, context_id)
+            return
+        context = self._accepted_cx[context_id]
+        # As pynetdicom does for its own SCPs: forget C-CANCELs sent before
+        # this request, and pause the reactor while the SCP runs.
+        self.dimse.cancel_req = {}
+        self._is_paused = True
+        try:
+            serve_move(self, msg, context, self.router_services)
+        finally:
+            self._is_paused = False
+            self.dimse.cancel_req = {}
+
+
+class RouterRequestHandler(RequestHandler):
+    """Creates a RouterAssociation for each accepted connection."""
+
+    server: "RouterServer"
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        # The association thread has not started yet, so changing the class
+        # here is safe; RouterAssociation adds methods, not state.
+        assoc.__class__ = RouterAssociation
+        assoc.router_services = self.server.router_services  # type: ignore[attr-defined]
+        assoc.router_association_id = f"a{next(_association_ids)}"  # type: ignore[attr-defined]
+        return assoc
+
+
+class RouterServer(ThreadedAssociationServer):
+    router_services: RouterServices
+
+
+def start_server(
+    ae: AE,
+    address: tuple[str, int],
+    ae_title: str,
+    services: RouterServices,
+    evt_handlers: list[Any],
+) -> RouterServer:
+    """Start a non-blocking server on `address` that creates RouterAssociations."""
+    server: RouterServer = ae.make_server(
+        address, ae_title=ae_title, evt_handlers=evt_handlers,
+        server_class=RouterServer, request_handler=RouterRequestHandler,
+    )
+    server.router_services = services
+    thread = threading.Thread(target=server.serve_forever, name="yicrouter-acceptor", daemon=True)
+    thread.start()
+    return server
+
+
+__all__ = ["RouterAssociation", "RouterRequestHandler", "RouterServer", "start_server", "evt"]

@@ -1,0 +1,47 @@
+"""Objects shared by the SCP handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataset import Dataset
+
+from yicrouter.config import Config
+
+if TYPE_CHECKING:
+    from yicrouter.moves import MoveRegistry
+    from yicrouter.spool import Spool
+
+
+@dataclass
+class RouterServices:
+    """What every SCP handler needs: the config and the shared router state."""
+
+    config: Config
+    moves: "MoveRegistry"
+    spool: "Spool"
+
+    @property
+    def ae_title(self) -> str:
+        return self.config.router.ae_title
+
+
+def association_id(assoc: Any) -> str:
+    """Return the router's id of an association, as used in every log event."""
+    return str(getattr(assoc, "router_association_id", f"a{id(assoc):x}"))
+
+
+def association_log_context(assoc: Any) -> dict[str, Any]:
+    return {
+        "association_id": association_id(assoc),
+        "calling_ae_title": str(assoc.requestor.ae_title).strip(),
+    }
+
+
+def status_with_comment(code: int, comment: str) -> Dataset:
+    """Return a status Dataset carrying Error Comment (0000,0902), max 64 chars."""
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]
+    return ds

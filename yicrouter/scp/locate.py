@@ -1,0 +1,57 @@
+"""Find the peers that hold the data a retrieve asks for.
+
+The routing table answers first. On a miss, a targeted C-FIND at the
+retrieve's level, with only its unique keys, goes to every peer, and the
+matches are recorded before the table is asked again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from yicrouter import routing
+from yicrouter.config import PeerSettings
+from yicrouter.fanout import Fanout
+from yicrouter.logs import get_logger
+from yicrouter.query import UNIQUE_KEYS, Query
+from yicrouter.scp.common import RouterServices
+
+log = get_logger(__name__)
+
+
+def locate_peers(query: Query, services: RouterServices, log_context: dict[str, Any]) -> list[PeerSettings]:
+    """Return the configured peers that hold the data, most recently seen first."""
+    values = query.key_values(query.unique_key)
+    names = routing.peers_holding(query.level, values)
+    if not names:
+        _targeted_find(query, services, log_context)
+        names = routing.peers_holding(query.level, values)
+    peers = [services.config.peer_by_name(name) for name in names]
+    return [peer for peer in peers if peer is not None]
+
+
+def _locator_identifier(query: Query) -> Dataset:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = query.level
+    for level in query.model.levels[: query.model.levels.index(query.level) + 1]:
+        keyword = UNIQUE_KEYS[level]
+        setattr(identifier, keyword, query.identifier.get(keyword, ""))
+    if "PatientID" not in identifier:
+        identifier.PatientID = ""
+    return identifier
+
+
+def _targeted_find(query: Query, services: RouterServices, log_context: dict[str, Any]) -> None:
+    router = services.config.router
+    fanout = Fanout(services.config.peers, router.ae_title, router.max_pdu, log_context)
+    sightings = [
+        routing.Sighting.from_match(peer, query.level, match)
+        for peer, match in fanout.matches(query.model, _locator_identifier(query))
+    ]
+    routing.record(sightings)
+    log.info(
+        "move_located", **log_context, peers_asked=fanout.result.peers_asked,
+        found_at=sorted({s.peer for s in sightings}), failed_peers=sorted(fanout.result.failed_peers),
+    )

@@ -1,0 +1,224 @@
+"""C-MOVE SCP: check the request, find the peer, relay, and answer.
+
+The router owns the whole C-MOVE SCP exchange (see scp/association.py for
+why), so this module builds and sends every C-MOVE response itself.
+"""
+
+from __future__ import annotations
+
+import time
+from io import BytesIO
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.dsutils import decode, encode
+from pynetdicom.presentation import PresentationContext
+
+from yicrouter import status
+from yicrouter.forwarder import Forwarder
+from yicrouter.logs import get_logger
+from yicrouter.moves import MoveJob
+from yicrouter.query import InvalidIdentifier, Query, model_for_sop_class, parse_retrieve
+from yicrouter.relay import MoveCounts, MoveRelay, RelayResult
+from yicrouter.scp.common import RouterServices, association_log_context
+from yicrouter.scp.locate import locate_peers
+
+log = get_logger(__name__)
+
+
+class MoveResponder:
+    """Builds and sends the C-MOVE responses for one request."""
+
+    def __init__(self, assoc: Any, request: C_MOVE, context: PresentationContext) -> None:
+        self.assoc = assoc
+        self.request = request
+        self.context = context
+
+    def decode_identifier(self) -> Dataset:
+        syntax = self.context.transfer_syntax[0]
+        identifier: Dataset = decode(
+            self.request.Identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
+        )
+        return identifier
+
+    def is_cancelled(self) -> bool:
+        return int(self.request.MessageID) in self.assoc.dimse.cancel_req
+
+    def requester_alive(self) -> bool:
+        return bool(self.assoc.is_established)
+
+    def send(
+        self,
+        code: int,
+        counts: MoveCounts | None = None,
+        remaining: int | None = None,
+        identifier: Dataset | None = None,
+        error_comment: str | None = None,
+    ) -> None:
+        rsp = C_MOVE()
+        rsp.MessageIDBeingRespondedTo = self.request.MessageID
+        rsp.AffectedSOPClassUID = self.request.AffectedSOPClassUID
+        rsp.Status = code
+        if counts is not None:
+            rsp.NumberOfCompletedSuboperations = counts.completed
+            rsp.NumberOfFailedSuboperations = counts.failed
+            rsp.NumberOfWarningSuboperations = counts.warning
+        if remaining is not None:
+            rsp.NumberOfRemainingSuboperations = remaining
+        if error_comment:
+            rsp.ErrorComment = error_comment[:64]
+        if identifier is not None:
+            syntax = self.context.transfer_syntax[0]
+            encoded = encode(identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+            rsp.Identifier = BytesIO(encoded)
+        if self.assoc.is_established:
+            self.assoc.dimse.send_msg(rsp, self.context.context_id)
+
+    def send_pending(self, counts: MoveCounts, remaining: int) -> None:
+        self.send(status.PENDING, counts, remaining)
+
+    def send_failure(self, code: int, comment: str) -> None:
+        """Send a final failure with Error Comment (0000,0902), at most 64 characters."""
+        self.send(code, error_comment=comment)
+
+
+def serve_move(assoc: Any, request: C_MOVE, context: PresentationContext, services: RouterServices) -> None:
+    """Serve one C-MOVE request; every path ends with exactly one final response."""
+    responder = MoveResponder(assoc, request, context)
+    log_context = association_log_context(assoc)
+    started = time.monotonic()
+    try:
+        _serve(responder, services, log_context, started)
+    except Exception:  # the requester must always get an answer
+        log.exception("move_failed_unexpectedly", **log_context)
+        responder.send_failure(status.MOVE_UNABLE_TO_PROCESS, "internal error")
+
+
+def _serve(responder: MoveResponder, services: RouterServices, log_context: dict[str, Any], started: float) -> None:
+    request = responder.request
+    move_destination = str(request.MoveDestination or "").strip()
+    log_context["move_destination"] = move_destination
+    destination = services.config.workstation_by_ae_title(move_destination)
+    if destination is None:
+        log.warning("move_rejected", **log_context, reason="Move Destination is not a configured workstation")
+        responder.send_failure(status.MOVE_DESTINATION_UNKNOWN, "unknown Move Destination")
+        return
+    query = _parse(responder, log_context)
+    if query is None:
+        return
+    log_context.update(level=query.level, **_uid_context(query))
+    peers = locate_peers(query, services, log_context)
+    if not peers:
+        log.warning("move_no_location", **log_context, reason="no peer holds the requested data")
+        responder.send(status.SUCCESS, MoveCounts())
+        return
+    job = MoveJob(
+        requester_ae_title=log_context["calling_ae_title"],
+        requester_message_id=int(request.MessageID),
+        destination=destination,
+        query=query,
+        upstream_message_id=services.moves.allocate_message_id(),
+    )
+    log_context["move_id"] = job.id
+    result = _relay(job, peers, responder, services, log_context)
+    _finish(responder, result, services, log_context, started)
+
+
+def _parse(responder: MoveResponder, log_context: dict[str, Any]) -> Query | None:
+    model = model_for_sop_class(str(responder.request.AffectedSOPClassUID))
+    try:
+        identifier = responder.decode_identifier()
+    except Exception as exc:  # pydicom raises many types on malformed data
+        log.warning("move_rejected", **log_context, reason=f"identifier could not be decoded: {exc}")
+        responder.send_failure(status.MOVE_UNABLE_TO_PROCESS, "identifier could not be decoded")
+        return None
+    try:
+        if model is None:
+            raise InvalidIdentifier("the SOP Class is not a Q/R Move SOP Class")
+        return parse_retrieve(model, identifier)
+    except InvalidIdentifier as exc:
+        log.warning("move_rejected", **log_context, reason=str(exc))
+        responder.send_failure(status.MOVE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc))
+        return None
+
+
+def _uid_context(query: Query) -> dict[str, Any]:
+    context: dict[str, Any] = {}
+    for keyword, name in (("StudyInstanceUID", "study_instance_uid"),
+                          ("SeriesInstanceUID", "series_instance_uid")):
+        values = query.key_values(keyword)
+        if values:
+            context[name] = values[0] if len(values) == 1 else values
+    return context
+
+
+def _relay(job: MoveJob, peers: list[Any], responder: MoveResponder, services: RouterServices,
+           log_context: dict[str, Any]) -> RelayResult:
+    router = services.config.router
+    forwarder = Forwarder(job.destination, router.ae_title, router.max_pdu,
+                          (job.requester_ae_title, job.requester_message_id), log_context)
+    relay = MoveRelay(
+        job, peers, forwarder, services.spool, router.ae_title, router.max_pdu,
+        send_pending=responder.send_pending, is_cancelled=responder.is_cancelled,
+        requester_alive=responder.requester_alive, log_context=log_context,
+    )
+    services.moves.add(job)
+    try:
+        return relay.run()
+    finally:
+        services.moves.remove(job)
+        forwarder.close()
+        services.spool.finish_job(job.id)
+
+
+def _finish(responder: MoveResponder, result: RelayResult, services: RouterServices,
+            log_context: dict[str, Any], started: float) -> None:
+    code, counts = final_status(result)
+    failed_list = Dataset()
+    failed_list.FailedSOPInstanceUIDList = counts.failed_uids
+    identifier = failed_list if code != status.SUCCESS and counts.failed_uids else None
+    remaining = result.remaining() if code == status.CANCEL else None
+    responder.send(code, counts, remaining, identifier)
+    outcome = result.outcome
+    log.info(
+        "move_completed", **log_context,
+        peer=result.peer.name if result.peer else None,
+        status=f"0x{code:04X}", instances=counts.completed + counts.warning,
+        failed=counts.failed, warning=counts.warning, bytes=counts.bytes_forwarded,
+        cancelled=result.cancelled, requester_lost=result.requester_lost, timed_out=result.timed_out,
+        peer_error=outcome.error if outcome else None,
+        peer_status=f"0x{outcome.final_status:04X}" if outcome and outcome.final_status is not None else None,
+        duration_ms=round((time.monotonic() - started) * 1000),
+    )
+
+
+def final_status(result: RelayResult) -> tuple[int, MoveCounts]:
+    """Return the final C-MOVE status and counts, following PS3.4 C.4.2.1.5.
+
+    Instances that the peer failed to send to the router count as failed
+    sub-operations, as do those it announced but never sent before it aborted.
+    """
+    counts = result.counts
+    if result.cancelled:
+        return status.CANCEL, counts
+    outcome = result.outcome
+    if outcome is not None:
+        peer_failed = outcome.progress.failed
+        if outcome.error is not None or result.timed_out:
+            peer_failed += outcome.progress.remaining or 0
+        counts.failed += peer_failed
+        counts.failed_uids.extend(uid for uid in outcome.failed_uids if uid not in counts.failed_uids)
+    attempted = counts.completed + counts.warning + counts.failed
+    if attempted == 0:
+        if outcome is None or outcome.error is not None or result.timed_out:
+            return status.MOVE_UNABLE_TO_PROCESS, counts
+        final = outcome.final_status
+        if final is not None and status.is_failure(final):
+            return status.MOVE_UNABLE_TO_PROCESS, counts
+        return status.SUCCESS, counts
+    if counts.failed == 0 and counts.warning == 0 and not result.timed_out:
+        return status.SUCCESS, counts
+    if counts.completed + counts.warning == 0:
+        return status.MOVE_OUT_OF_RESOURCES_SUBOPERATIONS, counts
+    return status.MOVE_SUBOPERATIONS_WARNING, counts

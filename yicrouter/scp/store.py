@@ -1,0 +1,68 @@
+"""C-STORE SCP: receive a peer's sub-operation and hand it to its move."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.tag import Tag
+
+from yicrouter import status
+from yicrouter.logs import get_logger
+from yicrouter.moves import InstanceKeys, ReceivedInstance
+from yicrouter.scp.common import RouterServices, association_log_context
+
+log = get_logger(__name__)
+
+_KEY_TAGS = [Tag("PatientID"), Tag("StudyInstanceUID"), Tag("SeriesInstanceUID"), Tag("SOPInstanceUID")]
+
+
+def read_keys(path: Path, sop_instance_uid: str) -> InstanceKeys:
+    """Read the patient, study and series keys from a received file's header."""
+    header = dcmread(path, stop_before_pixels=True, specific_tags=_KEY_TAGS)
+
+    def text(keyword: str) -> str:
+        return str(header.get(keyword, "") or "").strip()
+
+    return InstanceKeys(text("PatientID"), text("StudyInstanceUID"), text("SeriesInstanceUID"), sop_instance_uid)
+
+
+def handle_store(event: Any, services: RouterServices) -> int:
+    """Handle EVT_C_STORE; pynetdicom has written the data set to a file already."""
+    request = event.request
+    sop_instance_uid = str(request.AffectedSOPInstanceUID or "").strip()
+    context = association_log_context(event.assoc) | {"sop_instance_uid": sop_instance_uid}
+    temporary = Path(event.dataset_path)
+    try:
+        keys = read_keys(temporary, sop_instance_uid)
+    except Exception as exc:  # pydicom raises many types on malformed data
+        log.warning("store_rejected", **context, reason=f"data set could not be parsed: {exc}")
+        return status.STORE_CANNOT_UNDERSTAND
+
+    job = services.moves.claim(
+        context["calling_ae_title"],
+        request.MoveOriginatorApplicationEntityTitle,
+        request.MoveOriginatorMessageID,
+        keys,
+    )
+    if job is None:
+        log.warning("store_unsolicited", **context, study_instance_uid=keys.study_uid,
+                    reason="no running move expects this instance")
+        return status.STORE_REFUSED_NOT_AUTHORIZED
+    try:
+        size = temporary.stat().st_size
+        path = services.spool.accept(temporary, job.id, sop_instance_uid)
+    except OSError as exc:
+        log.error("spool_write_failed", **context, move_id=job.id, error=str(exc))
+        return status.STORE_OUT_OF_RESOURCES
+
+    job.inbox.put(ReceivedInstance(
+        path=path,
+        sop_class_uid=str(request.AffectedSOPClassUID),
+        sop_instance_uid=sop_instance_uid,
+        transfer_syntax=str(event.context.transfer_syntax),
+        size=size,
+    ))
+    log.debug("store_received", **context, move_id=job.id, bytes=size)
+    return status.SUCCESS

@@ -1,0 +1,59 @@
+"""The spool: received instances on disk under `state_dir/spool`.
+
+pynetdicom writes each incoming C-STORE data set to a temporary file in
+`spool/incoming` (the router points `tempfile.tempdir` there, so the file is on
+the same filesystem). The C-STORE handler then renames it into the folder of
+its move, so an instance is never held whole in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+class Spool:
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "spool"
+        self.incoming = self.root / "incoming"
+        self.jobs = self.root / "jobs"
+        self.failed = self.root / "failed"
+
+    def prepare(self) -> None:
+        """Create the spool folders and send pynetdicom's temporary files there."""
+        for folder in (self.incoming, self.jobs, self.failed):
+            folder.mkdir(parents=True, exist_ok=True)
+        tempfile.tempdir = str(self.incoming)
+
+    def accept(self, temporary: Path, job_id: str, sop_instance_uid: str) -> Path:
+        """Move a received file into its move's folder and return the new path."""
+        folder = self.jobs / job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{_safe_name(sop_instance_uid)}.dcm"
+        try:
+            os.replace(temporary, target)
+        except OSError:
+            shutil.move(str(temporary), target)
+        return target
+
+    def discard(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def keep_failed(self, path: Path) -> Path:
+        """Keep an instance whose forward failed, for a later retry."""
+        target = self.failed / path.name
+        os.replace(path, target)
+        return target
+
+    def finish_job(self, job_id: str) -> None:
+        folder = self.jobs / job_id
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _safe_name(uid: str) -> str:
+    """Return `uid` usable as a file name; a UID is digits and dots only."""
+    cleaned = "".join(ch for ch in uid if ch.isdigit() or ch == ".")
+    return cleaned or "unknown"
