@@ -12,7 +12,6 @@ from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom import _config as pynetdicom_config
-from pynetdicom.sop_class import Verification
 
 from yicrouter import __version__
 from yicrouter.config import Config
@@ -31,6 +30,9 @@ from yicrouter.spool import Spool
 
 log = get_logger(__name__)
 
+# PS3.4 A.4: the Verification SOP Class, served for C-ECHO.
+VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
+
 # Seconds between checks of the stop flag that the signal handlers set.
 _STOP_POLL_INTERVAL = 0.2
 
@@ -40,12 +42,13 @@ def _build_ae(config: Config) -> AE:
     ae = AE(ae_title=router.ae_title)
     ae.maximum_pdu_size = router.max_pdu
     ae.maximum_associations = 64
-    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(VERIFICATION_SOP_CLASS, ALL_TRANSFER_SYNTAXES)
     for model in InformationModel:
         ae.add_supported_context(model.find_sop_class, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(model.move_sop_class, ALL_TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        if context.abstract_syntax is not None:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     allowed = [w.ae_title for w in config.workstations] + [p.ae_title for p in config.peers]
     ae.require_calling_aet = allowed
     return ae

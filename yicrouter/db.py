@@ -50,4 +50,4 @@ def open_database(state_dir: Path, models: list[type[BaseModel]]) -> peewee.Data
                 f"{url} has schema version {row.version}, but this yicrouter "
                 f"supports up to {SCHEMA_VERSION}; upgrade yicrouter or use another state_dir"
             )
-    return database
+    return database  # type: ignore[no-any-return]

@@ -55,4 +55,4 @@ def _on_connection_open(event: Any) -> None:
         assoc_socket.socket = tune(assoc_socket.socket)
 
 
-TUNING_HANDLERS = [(evt.EVT_CONN_OPEN, _on_connection_open)]
+TUNING_HANDLERS: list[Any] = [(evt.EVT_CONN_OPEN, _on_connection_open)]

@@ -19,7 +19,7 @@ from pynetdicom.association import Association
 from yicrouter import status
 from yicrouter.config import PeerSettings
 from yicrouter.net import TUNING_HANDLERS
-from yicrouter.query import InformationModel
+from yicrouter.query import InformationModel, split_values
 
 
 class PeerError(Exception):
@@ -206,9 +206,7 @@ class PeerMove(PeerCall):
         outcome.final_status = rsp_status
         outcome.error_comment = str(rsp.get("ErrorComment", "") or "") or None
         if rsp_identifier is not None and "FailedSOPInstanceUIDList" in rsp_identifier:
-            value: Any = rsp_identifier.FailedSOPInstanceUIDList
-            outcome.failed_uids = [str(v) for v in (value if isinstance(value, list) or
-                                   type(value).__name__ == "MultiValue" else [value]) if v]
+            outcome.failed_uids = split_values(rsp_identifier.FailedSOPInstanceUIDList)
 
     def _watch_for_cancel(self, assoc: Association, model: InformationModel, message_id: int) -> None:
         context_id = next(
@@ -216,7 +214,7 @@ class PeerMove(PeerCall):
             if cx.abstract_syntax == model.move_sop_class
         )
         with self._lock:
-            self._cancel_target = (assoc, message_id, int(context_id))
+            self._cancel_target = (assoc, message_id, int(context_id or 1))
 
     def cancel(self) -> None:
         """Send C-CANCEL for the running C-MOVE (PS3.7 9.3.4.3)."""

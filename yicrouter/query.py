@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pydicom.dataset import Dataset
-from pynetdicom import sop_class
+from pydicom.multival import MultiValue
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
@@ -53,16 +53,17 @@ class InformationModel(Enum):
         return _SOP_CLASSES[self][2]
 
 
-_SOP_CLASSES = {
+# PS3.4 table B.5-1: the FIND, MOVE and GET SOP Class UIDs of each model.
+_SOP_CLASSES: dict[InformationModel, tuple[str, str, str]] = {
     InformationModel.PATIENT_ROOT: (
-        sop_class.PatientRootQueryRetrieveInformationModelFind,
-        sop_class.PatientRootQueryRetrieveInformationModelMove,
-        sop_class.PatientRootQueryRetrieveInformationModelGet,
+        "1.2.840.10008.5.1.4.1.2.1.1",
+        "1.2.840.10008.5.1.4.1.2.1.2",
+        "1.2.840.10008.5.1.4.1.2.1.3",
     ),
     InformationModel.STUDY_ROOT: (
-        sop_class.StudyRootQueryRetrieveInformationModelFind,
-        sop_class.StudyRootQueryRetrieveInformationModelMove,
-        sop_class.StudyRootQueryRetrieveInformationModelGet,
+        "1.2.840.10008.5.1.4.1.2.2.1",
+        "1.2.840.10008.5.1.4.1.2.2.2",
+        "1.2.840.10008.5.1.4.1.2.2.3",
     ),
 }
 
@@ -99,8 +100,8 @@ class Query:
 def split_values(value: object) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return [str(v).strip() for v in value if str(v).strip()]  # type: ignore[union-attr]
+    if isinstance(value, (list, tuple, MultiValue)):
+        return [str(v).strip() for v in value if str(v).strip()]
     text = str(value).strip()
     return [part.strip() for part in text.split("\\") if part.strip()] if text else []
 

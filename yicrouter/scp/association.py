@@ -79,10 +79,11 @@ def start_server(
     evt_handlers: list[Any],
 ) -> RouterServer:
     """Start a non-blocking server on `address` that creates RouterAssociations."""
-    server: RouterServer = ae.make_server(
+    server = ae.make_server(
         address, ae_title=ae_title, evt_handlers=evt_handlers,
         server_class=RouterServer, request_handler=RouterRequestHandler,
     )
+    assert isinstance(server, RouterServer)
     server.router_services = services
     thread = threading.Thread(target=server.serve_forever, name="yicrouter-acceptor", daemon=True)
     thread.start()

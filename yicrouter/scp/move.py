@@ -37,13 +37,16 @@ class MoveResponder:
 
     def decode_identifier(self) -> Dataset:
         syntax = self.context.transfer_syntax[0]
+        encoded = self.request.Identifier
+        if encoded is None:
+            raise ValueError("the C-MOVE request has no identifier")
         identifier: Dataset = decode(
-            self.request.Identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
+            encoded, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
         )
         return identifier
 
     def is_cancelled(self) -> bool:
-        return int(self.request.MessageID) in self.assoc.dimse.cancel_req
+        return self.request.MessageID in self.assoc.dimse.cancel_req
 
     def requester_alive(self) -> bool:
         return bool(self.assoc.is_established)
@@ -67,11 +70,11 @@ class MoveResponder:
         if remaining is not None:
             rsp.NumberOfRemainingSuboperations = remaining
         if error_comment:
-            rsp.ErrorComment = error_comment[:64]
+            rsp.ErrorComment = error_comment[:64]  # type: ignore[assignment]
         if identifier is not None:
             syntax = self.context.transfer_syntax[0]
             encoded = encode(identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
-            rsp.Identifier = BytesIO(encoded)
+            rsp.Identifier = BytesIO(encoded or b"")
         if self.assoc.is_established:
             self.assoc.dimse.send_msg(rsp, self.context.context_id)
 
@@ -115,7 +118,7 @@ def _serve(responder: MoveResponder, services: RouterServices, log_context: dict
         return
     job = MoveJob(
         requester_ae_title=log_context["calling_ae_title"],
-        requester_message_id=int(request.MessageID),
+        requester_message_id=int(request.MessageID or 0),
         destination=destination,
         query=query,
         upstream_message_id=services.moves.allocate_message_id(),
