@@ -23,6 +23,7 @@ from yicrouter.config import WorkstationSettings
 from yicrouter.logs import get_logger
 from yicrouter.moves import ReceivedInstance
 from yicrouter.net import TUNING_HANDLERS
+from yicrouter.reactor import pause_reactor, resume_reactor
 
 log = get_logger(__name__)
 
@@ -157,12 +158,14 @@ class Forwarder:
         if isinstance(payload, ForwardResult):
             return payload
         originator_ae, originator_id = self._originator
+        pause_reactor(assoc)
         try:
             rsp = assoc.send_c_store(
                 payload, msg_id=self._next_message_id(),
                 originator_aet=originator_ae, originator_id=originator_id,
             )
         except (ValueError, AttributeError, RuntimeError) as exc:
+            resume_reactor(assoc)
             return ForwardResult(status.STORE_CANNOT_UNDERSTAND, f"C-STORE not sent: {exc}")
         if "Status" not in rsp:
             return None

@@ -19,6 +19,7 @@ from pynetdicom.association import Association
 from yicrouter import status
 from yicrouter.config import PeerSettings
 from yicrouter.net import TUNING_HANDLERS
+from yicrouter.reactor import pause_reactor, resume_reactor
 from yicrouter.query import InformationModel, split_values
 
 
@@ -111,12 +112,14 @@ class PeerFind(PeerCall):
         except PeerError as exc:
             outcome.error = "aborted by deadline" if self.aborted else str(exc)
         finally:
+            resume_reactor(assoc)
             self._release(assoc)
         return outcome
 
     def _responses(
         self, assoc: Association, model: InformationModel, identifier: Dataset
     ) -> Iterator[tuple[int, Dataset | None]]:
+        pause_reactor(assoc)
         for rsp, match in assoc.send_c_find(identifier, model.find_sop_class):
             if "Status" not in rsp:
                 raise PeerError("association aborted or DIMSE response timed out")
@@ -178,6 +181,7 @@ class PeerMove(PeerCall):
             return outcome
         try:
             self._watch_for_cancel(assoc, model, message_id)
+            pause_reactor(assoc)
             responses = assoc.send_c_move(
                 identifier, self._local_ae_title, model.move_sop_class, msg_id=message_id
             )
@@ -186,6 +190,7 @@ class PeerMove(PeerCall):
         except PeerError as exc:
             outcome.error = "aborted" if self.aborted else str(exc)
         finally:
+            resume_reactor(assoc)
             self._release(assoc)
         return outcome
 
