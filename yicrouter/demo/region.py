@@ -1,0 +1,133 @@
+"""`yicrouter demo`: the router and two sample peer PACS on loopback.
+
+Everything runs in this one process and needs nothing but yicrouter's own
+dependencies. The peers are seeded from DICOM files that pydicom ships, and
+one study is held at both, so a query shows de-duplication at work.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+from yicrouter.config import Config, PeerSettings, RouterSettings, WorkstationSettings
+from yicrouter.daemon import Router
+from yicrouter.demo.samplepacs import SamplePacs
+from yicrouter.demo.seed import SeedStudy, build_study
+from yicrouter.logs import configure_logging
+
+ROUTER_AE_TITLE = "YICROUTER"
+WORKSTATION_AE_TITLE = "DEMOWS"
+LOOPBACK = "127.0.0.1"
+
+# Seconds between checks of the stop flag that the signal handlers set.
+_STOP_POLL_INTERVAL = 0.2
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def seed_region(seed_dir: Path) -> dict[str, list[SeedStudy]]:
+    """Write the demo studies and return them by peer name."""
+    shared = build_study(seed_dir / "shared", patient_id="DEMO-003", patient_name="Shared^Sam",
+                         accession_number="DEMOACC3", study_date="20240301",
+                         sources=("CT_small.dcm",), instances_per_source=2)
+    north = build_study(seed_dir / "north", patient_id="DEMO-001", patient_name="North^Nora",
+                        accession_number="DEMOACC1", study_date="20240110",
+                        sources=("CT_small.dcm", "SC_rgb_jpeg_dcmtk.dcm"), instances_per_source=3)
+    south = build_study(seed_dir / "south", patient_id="DEMO-002", patient_name="South^Sid",
+                        accession_number="DEMOACC2", study_date="20240220",
+                        sources=("MR_small.dcm",), instances_per_source=4)
+    return {"north": [north, shared], "south": [south, shared]}
+
+
+def demo_config(port: int, state_dir: Path, peer_ports: dict[str, int], workstation_port: int) -> Config:
+    peers = tuple(
+        PeerSettings(name=name, ae_title=f"{name.upper()}PACS", host=LOOPBACK, port=peer_port,
+                     find_deadline=5.0)
+        for name, peer_port in peer_ports.items()
+    )
+    workstation = WorkstationSettings(ae_title=WORKSTATION_AE_TITLE, host=LOOPBACK, port=workstation_port)
+    router = RouterSettings(ae_title=ROUTER_AE_TITLE, bind=LOOPBACK, port=port, state_dir=state_dir)
+    return Config(router=router, peers=peers, workstations=(workstation,))
+
+
+def _instructions(port: int, workstation_port: int, studies: dict[str, list[SeedStudy]]) -> str:
+    study_uid = studies["north"][0].study_uid
+    common = f"-aet {WORKSTATION_AE_TITLE} -aec {ROUTER_AE_TITLE}"
+    return f"""
+yicrouter demo region is running.
+  router      {ROUTER_AE_TITLE} at {LOOPBACK}:{port}
+  peers       NORTHPACS (2 studies) and SOUTHPACS (2 studies); one study is held at both
+  workstation {WORKSTATION_AE_TITLE} at {LOOPBACK}:{workstation_port} (the allowed caller and Move Destination)
+
+Query every peer through the router (pynetdicom's apps, installed with yicrouter):
+  python -m pynetdicom findscu {LOOPBACK} {port} {common} -S -k QueryRetrieveLevel=STUDY \\
+      -k StudyInstanceUID= -k PatientName= -k StudyDate= -k ModalitiesInStudy=
+
+Retrieve a study; movescu runs the Move Destination itself and writes to ./received:
+  python -m pynetdicom movescu {LOOPBACK} {port} {common} -aem {WORKSTATION_AE_TITLE} \\
+      --store --store-port {workstation_port} -od received -S \\
+      -k QueryRetrieveLevel=STUDY -k StudyInstanceUID={study_uid}
+
+With DCMTK instead (start /usr/bin/storescp -aet {WORKSTATION_AE_TITLE} -od received +xa {workstation_port} first):
+  /usr/bin/findscu {common} -S -k QueryRetrieveLevel=STUDY -k StudyInstanceUID= -k PatientName= {LOOPBACK} {port}
+  /usr/bin/movescu {common} -aem {WORKSTATION_AE_TITLE} -S -k QueryRetrieveLevel=STUDY \\
+      -k StudyInstanceUID={study_uid} {LOOPBACK} {port}
+
+Press Ctrl-C to stop.
+"""
+
+
+def run_demo(port: int = 11112, state_dir: Path | None = None, workstation_port: int = 11113) -> int:
+    """Run the demo region until SIGINT or SIGTERM; return the exit status."""
+    configure_logging("info")
+    state_dir = state_dir or Path(tempfile.mkdtemp(prefix="yicrouter-demo-"))
+    studies = seed_region(state_dir / "seed")
+    router_address = (LOOPBACK, port)
+    peers = {
+        name: SamplePacs(
+            f"{name.upper()}PACS", _free_port(),
+            [path for study in held for path in study.files],
+            move_destinations={ROUTER_AE_TITLE: router_address},
+        )
+        for name, held in studies.items()
+    }
+    for peer in peers.values():
+        peer.start()
+    config = demo_config(port, state_dir, {n: p.port for n, p in peers.items()}, workstation_port)
+    router = Router(config)
+    try:
+        router.start()
+    except OSError as exc:
+        print(f"yicrouter demo: cannot listen on {LOOPBACK}:{port}: {exc}. "
+              f"Choose another port with --port.", file=sys.stderr)
+        for peer in peers.values():
+            peer.stop()
+        return 1
+    print(_instructions(router.port, workstation_port, studies), flush=True)
+    _wait_for_signal()
+    router.stop()
+    for peer in peers.values():
+        peer.stop()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    received: list[int] = []
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    while not received:
+        time.sleep(_STOP_POLL_INTERVAL)
