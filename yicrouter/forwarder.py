@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
@@ -30,6 +30,8 @@ log = get_logger(__name__)
 # PS3.8 9.3.2.2: at most 128 presentation contexts in one A-ASSOCIATE-RQ.
 MAX_CONTEXTS = 128
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+# Retired in PS3.5 since 2004; the router never proposes it (PS3.5 A.3).
+_NEVER_PROPOSED = {ExplicitVRBigEndian, *_UNCOMPRESSED}
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class Forwarder:
     def _contexts(self) -> list[PresentationContext]:
         contexts: list[PresentationContext] = []
         for sop_class, syntaxes in self._wanted.items():
-            for syntax in sorted(syntaxes - set(_UNCOMPRESSED)):
+            for syntax in sorted(syntaxes - _NEVER_PROPOSED):
                 contexts.append(build_context(sop_class, [syntax]))
             contexts.append(build_context(sop_class, list(_UNCOMPRESSED)))
         return contexts[:MAX_CONTEXTS]
@@ -178,6 +180,8 @@ class Forwarder:
             # Implicit and Explicit VR Little Endian convert into each other
             # without loss, so pynetdicom may re-encode the decoded data set.
             return dcmread(instance.path)
+        # TODO: decode compressed and Big Endian instances and send them in an
+        # accepted uncompressed transfer syntax; until then they fail here.
         reason = (
             f"destination accepted no presentation context for SOP Class "
             f"{instance.sop_class_uid} with transfer syntax {instance.transfer_syntax}"

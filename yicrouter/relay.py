@@ -109,7 +109,7 @@ class MoveRelay:
                 result.timed_out = True
             if result.cancelled or result.requester_lost or result.timed_out:
                 self._stop_peer(cancel=result.cancelled)
-                self._discard_inbox()
+                self._empty_inbox(keep=not result.cancelled)
                 return result
             try:
                 item = self.job.inbox.get(timeout=_POLL_INTERVAL)
@@ -182,11 +182,16 @@ class MoveRelay:
         else:
             call.abort()
 
-    def _discard_inbox(self) -> None:
+    def _empty_inbox(self, keep: bool) -> None:
+        """Remove instances not yet forwarded, keeping their files unless cancelled."""
         while True:
             try:
                 item = self.job.inbox.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, ReceivedInstance):
+            if not isinstance(item, ReceivedInstance):
+                continue
+            if keep:
                 self._spool.keep_failed(item.path)
+            else:
+                self._spool.discard(item.path)

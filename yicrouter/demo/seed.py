@@ -13,7 +13,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 
 @dataclass
@@ -52,7 +52,7 @@ def _restamp(
     ds.SeriesNumber = series_number
     ds.InstanceNumber = index + 1
     ds.SOPInstanceUID = sop_uid
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     if "Modality" not in ds or not ds.Modality:
         ds.Modality = "OT"
 

@@ -1,0 +1,32 @@
+"""`ConfigError` and the problem lines that it carries, one per problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+# Maximum length of a value's repr in a problem line. Longer ones are cut.
+_MAX_SHOWN_VALUE_LENGTH: Final = 80
+
+
+class ConfigError(Exception):
+    """Raised when configuration files are invalid; `problems` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _show_value(value: object) -> str:
+    text = repr(value)
+    if len(text) > _MAX_SHOWN_VALUE_LENGTH:
+        text = text[: _MAX_SHOWN_VALUE_LENGTH - 3] + "..."
+    return text
+
+
+def value_problem(file: Path, key: str, value: object, message: str) -> str:
+    return f"{file}: {key} = {_show_value(value)}: {message}"
+
+
+def key_problem(file: Path, key: str, message: str) -> str:
+    return f"{file}: {key}: {message}"

@@ -1,0 +1,129 @@
+"""Expected keys of each table, with their TOML types and value checks."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from yicrouter.config.values import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    check_ae_title,
+    check_bind,
+    check_host,
+    check_max_pdu,
+    check_peer_name,
+    check_port,
+    check_seconds,
+    check_state_dir,
+    make_choice_check,
+)
+
+STRING: Final = "string"
+INTEGER: Final = "integer"
+# A float field, which also accepts an integer.
+NUMBER: Final = "number"
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """Expected TOML type, value check and requirement of one key in a table."""
+
+    kind: str
+    check: Callable[[Any], list[str]]
+    # Example line for the message about a missing required key. An empty
+    # string marks an optional key.
+    required_example: str = ""
+
+
+ROUTER_KEYS: Final = {
+    "ae_title": KeySpec(STRING, check_ae_title),
+    "bind": KeySpec(STRING, check_bind),
+    "port": KeySpec(INTEGER, check_port),
+    "state_dir": KeySpec(STRING, check_state_dir),
+    "max_pdu": KeySpec(INTEGER, check_max_pdu),
+    "log_level": KeySpec(STRING, make_choice_check(LOG_LEVELS)),
+    "log_format": KeySpec(STRING, make_choice_check(LOG_FORMATS)),
+}
+
+WORKSTATION_KEYS: Final = {
+    "ae_title": KeySpec(STRING, check_ae_title, 'ae_title = "CTWS1"'),
+    "host": KeySpec(STRING, check_host, 'host = "10.0.0.21"'),
+    "port": KeySpec(INTEGER, check_port, "port = 104"),
+    "connect_timeout": KeySpec(NUMBER, check_seconds),
+    "acse_timeout": KeySpec(NUMBER, check_seconds),
+    "dimse_timeout": KeySpec(NUMBER, check_seconds),
+}
+
+PEER_KEYS: Final = {
+    "name": KeySpec(STRING, check_peer_name, 'name = "north"'),
+    "ae_title": KeySpec(STRING, check_ae_title, 'ae_title = "NORTHPACS"'),
+    "host": KeySpec(STRING, check_host, 'host = "pacs.north.example"'),
+    "port": KeySpec(INTEGER, check_port, "port = 104"),
+    "connect_timeout": KeySpec(NUMBER, check_seconds),
+    "acse_timeout": KeySpec(NUMBER, check_seconds),
+    "dimse_timeout": KeySpec(NUMBER, check_seconds),
+    "find_deadline": KeySpec(NUMBER, check_seconds),
+    "move_deadline": KeySpec(NUMBER, check_seconds),
+}
+
+# Top-level tables and how each is written in TOML.
+TABLE_HEADERS: Final = {
+    "router": "[router]",
+    "peer": "[[peer]]",
+    "workstation": "[[workstation]]",
+}
+
+
+def describe_toml_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date or time"
+
+
+def has_kind(value: object, kind: str) -> bool:
+    # bool is a subclass of int in Python, but true and false are not numbers in TOML.
+    if isinstance(value, bool):
+        return False
+    if kind == STRING:
+        return isinstance(value, str)
+    if kind == INTEGER:
+        return isinstance(value, int)
+    return isinstance(value, (int, float))
+
+
+def describe_type_problem(value: object, kind: str) -> str:
+    expected = {
+        STRING: "a string",
+        INTEGER: "an integer",
+        NUMBER: "a number (integer or float)",
+    }[kind]
+    message = f"expected {expected}, got {describe_toml_type(value)}."
+
+    if kind == STRING:
+        return message + " Put the value in double quotes."
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9_.]+\s*", value):
+        return message + " Remove the quotes."
+    if isinstance(value, float) and value.is_integer():
+        return message + f" Write it as {int(value)}."
+    if kind == INTEGER:
+        return message + " Write a whole number without quotes."
+    return message + " Write a number without quotes."
+
+
+def suggest_key(key: str, known: Iterable[str]) -> str | None:
+    matches = difflib.get_close_matches(key.lower(), list(known), n=1, cutoff=0.6)
+    return matches[0] if matches else None

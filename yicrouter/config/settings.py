@@ -1,0 +1,87 @@
+"""Settings dataclasses that `load_config` builds, and the `Config` lookups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """The `[router]` table."""
+
+    # The router's own AE title, which peers and workstations call.
+    ae_title: str = "YICROUTER"
+    # IP address that the router's SCP listens on.
+    bind: str = "0.0.0.0"
+    # TCP port that the router's SCP listens on.
+    port: int = 11112
+    # Folder for the queue and database. A relative path in the file is
+    # stored joined to the main config file's folder.
+    state_dir: Path = Path("/var/lib/yicrouter")
+    # Maximum PDU length that the router advertises, in bytes.
+    max_pdu: int = 262144
+    # One of LOG_LEVELS in values.py.
+    log_level: str = "info"
+    # One of LOG_FORMATS in values.py.
+    log_format: str = "console"
+
+
+@dataclass(frozen=True)
+class PeerSettings:
+    """One `[[peer]]` table: a partner trust's PACS that the router queries."""
+
+    # Unique short name of the peer, used in logs and commands.
+    name: str
+    # The peer's AE title, stored without leading and trailing spaces.
+    ae_title: str
+    host: str
+    port: int
+    # Seconds to wait for the TCP connection.
+    connect_timeout: float = 5.0
+    # Seconds to wait for the A-ASSOCIATE-AC or A-RELEASE-RP.
+    acse_timeout: float = 10.0
+    # Seconds to wait for each DIMSE response (each Pending counts).
+    dimse_timeout: float = 30.0
+    # Seconds that one C-FIND to this peer may take in total.
+    find_deadline: float = 10.0
+    # Seconds that one C-MOVE from this peer may take in total.
+    move_deadline: float = 3600.0
+    # Config file that contains this table.
+    source_file: Path = field(default=Path("<defaults>"), compare=False)
+
+
+@dataclass(frozen=True)
+class WorkstationSettings:
+    """One `[[workstation]]` table: an allowed caller and Move Destination."""
+
+    # The workstation's AE title, stored without leading and trailing spaces.
+    ae_title: str
+    # Host and port of the workstation's Storage SCP, where C-MOVE sends images.
+    host: str
+    port: int
+    # Seconds, with the same meaning as in PeerSettings.
+    connect_timeout: float = 5.0
+    acse_timeout: float = 10.0
+    dimse_timeout: float = 30.0
+    # Config file that contains this table.
+    source_file: Path = field(default=Path("<defaults>"), compare=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    router: RouterSettings
+    peers: tuple[PeerSettings, ...] = ()
+    workstations: tuple[WorkstationSettings, ...] = ()
+    files: tuple[Path, ...] = ()
+
+    def peer_by_name(self, name: str) -> PeerSettings | None:
+        return next((p for p in self.peers if p.name == name), None)
+
+    def peer_by_ae_title(self, ae_title: str) -> PeerSettings | None:
+        wanted = ae_title.strip()
+        return next((p for p in self.peers if p.ae_title == wanted), None)
+
+    def workstation_by_ae_title(self, ae_title: str) -> WorkstationSettings | None:
+        wanted = ae_title.strip()
+        return next((w for w in self.workstations if w.ae_title == wanted), None)
