@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the router with two sample peer PACS on loopback")
     demo.add_argument("--port", type=int, default=11112, help="router port (default: 11112)")
+    demo.add_argument("--workstation-port", type=int, default=11113,
+                      help="port of the demo workstation DEMOWS, the Move Destination (default: 11113)")
     demo.add_argument("--state-dir", type=Path, default=None,
                       help="state folder (default: a new temporary folder)")
     return parser
@@ -39,7 +41,7 @@ def _serve(path: Path) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(f"yicrouter: invalid configuration, not starting:", file=sys.stderr)
+        print("yicrouter: invalid configuration, not starting:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
@@ -66,5 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from yicrouter.demo.region import run_demo
 
-        return run_demo(port=args.port, state_dir=args.state_dir)
+        exit_status: int = run_demo(port=args.port, state_dir=args.state_dir,
+                                    workstation_port=args.workstation_port)
+        return exit_status
     return 2

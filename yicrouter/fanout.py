@@ -71,23 +71,29 @@ class Fanout:
             self._start(name, call, model, identifier, inbox)
 
         pending = set(calls)
-        while pending:
-            if is_cancelled():
-                self._cancel(calls, pending)
-                return
-            self._expire(calls, pending, deadlines)
-            if not pending:
-                break
-            wait = min(deadlines[name] for name in pending) - time.monotonic()
-            try:
-                item = inbox.get(timeout=max(0.0, min(wait, _CANCEL_POLL_INTERVAL)))
-            except queue.Empty:
-                continue
-            if isinstance(item, _Done):
-                self._finish(item, pending)
-            elif item[0] in pending:
-                self.result.matches_by_peer[item[0]] = self.result.matches_by_peer.get(item[0], 0) + 1
-                yield item
+        try:
+            while pending:
+                if is_cancelled():
+                    self._cancel(calls, pending)
+                    return
+                self._expire(calls, pending, deadlines)
+                if not pending:
+                    break
+                wait = min(deadlines[name] for name in pending) - time.monotonic()
+                try:
+                    item = inbox.get(timeout=max(0.0, min(wait, _CANCEL_POLL_INTERVAL)))
+                except queue.Empty:
+                    continue
+                if isinstance(item, _Done):
+                    self._finish(item, pending)
+                elif item[0] in pending:
+                    self.result.matches_by_peer[item[0]] = self.result.matches_by_peer.get(item[0], 0) + 1
+                    yield item
+        finally:
+            # The consumer may stop early, for example when the requester
+            # aborts; the peers still running must not run on unattended.
+            for name in pending:
+                calls[name].abort()
 
     def _start(
         self,
