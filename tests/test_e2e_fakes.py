@@ -1,0 +1,323 @@
+"""Faults that real PACS can't be made to show, with pynetdicom peers as fakes.
+
+Each test starts SamplePacs peers with FaultOptions in this process, and a
+yicrouter subprocess that knows them. The workstation side is DCMTK where the
+test needs only statuses and files, and a pynetdicom SCU where it needs the
+time of each response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
+
+from harness.dcmtk import StoreSCP, run_findscu, run_movescu
+from harness.ports import DicomNode, free_port
+from harness.router import PeerEntry, RouterProcess, WorkstationEntry
+from yicrouter import status
+from yicrouter.demo.samplepacs import FaultOptions, SamplePacs
+from yicrouter.demo.seed import SeedStudy, build_study
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+ROUTER_AE = "YICROUTER"
+
+
+@dataclass
+class FakeRegion:
+    router: RouterProcess
+    peers: dict[str, SamplePacs]
+    studies: dict[str, SeedStudy]
+    workstations: dict[str, DicomNode] = field(default_factory=dict)
+
+
+def _studies(seed_dir: Path) -> dict[str, SeedStudy]:
+    def study(name: str, sources: tuple[str, ...], count: int) -> SeedStudy:
+        return build_study(seed_dir / name, patient_id=f"FAKE-{name}", patient_name=f"Fake^{name}",
+                           accession_number=f"FK{name.upper()}", sources=sources, instances_per_source=count)
+
+    return {
+        "a": study("a", ("CT_small.dcm",), 5),
+        "b": study("b", ("MR_small.dcm",), 5),
+        "c": study("c", ("CT_small.dcm",), 6),
+        "d": study("d", ("MR_small.dcm",), 2),
+    }
+
+
+@pytest.fixture
+def start_region(tmp_path: Path) -> Iterator[Callable[..., FakeRegion]]:
+    """Factory: peers named by their fault options, all holding the given studies."""
+    running: list[SamplePacs] = []
+    routers: list[RouterProcess] = []
+
+    def start(peer_faults: dict[str, tuple[FaultOptions, list[str]]], find_deadline: float = 5.0) -> FakeRegion:
+        studies = _studies(tmp_path / "seed")
+        router_port = free_port()
+        peers: dict[str, SamplePacs] = {}
+        for name, (faults, held) in peer_faults.items():
+            files = [path for key in held for path in studies[key].files]
+            peer = SamplePacs(f"{name.upper()}PACS", free_port(), files,
+                              move_destinations={ROUTER_AE: ("127.0.0.1", router_port)}, options=faults)
+            peer.start()
+            running.append(peer)
+            peers[name] = peer
+        workstations = {title: DicomNode(title, free_port()) for title in ("WS1", "WS2")}
+        router = RouterProcess(
+            tmp_path / "router", ae_title=ROUTER_AE, port=router_port,
+            peers=[PeerEntry(name, DicomNode(p.ae_title, p.port), find_deadline=find_deadline,
+                             extra={"dimse_timeout": 10.0})
+                   for name, p in peers.items()],
+            workstations=[WorkstationEntry(node) for node in workstations.values()],
+        )
+        router.start()
+        routers.append(router)
+        return FakeRegion(router, peers, studies, workstations)
+
+    yield start
+    for router in routers:
+        router.stop()
+    for peer in running:
+        peer.stop()
+
+
+def _storescp(region: FakeRegion, title: str, tmp_path: Path) -> StoreSCP:
+    node = region.workstations[title]
+    scp = StoreSCP(title, tmp_path / title.lower(), port=node.port)
+    scp.start()
+    return scp
+
+
+def _study_keys(study: SeedStudy) -> dict[str, str | None]:
+    return {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study.study_uid}
+
+
+def _received_uids(scp: StoreSCP) -> list[str]:
+    return sorted(str(ds.SOPInstanceUID) for ds in scp.received_datasets().values())
+
+
+# --- Move Originator fallback ---------------------------------------------------
+
+
+def test_moves_without_originator_stay_separate(start_region: Callable[..., FakeRegion], tmp_path: Path) -> None:
+    region = start_region({"quiet": (FaultOptions(omit_move_originator=True, store_delay=0.02), ["a", "b"])})
+    ws1, ws2 = _storescp(region, "WS1", tmp_path), _storescp(region, "WS2", tmp_path)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            first = pool.submit(run_movescu, region.router.node, "WS1", _study_keys(region.studies["a"]),
+                                calling_ae="WS1", timeout=60.0)
+            second = pool.submit(run_movescu, region.router.node, "WS2", _study_keys(region.studies["b"]),
+                                 calling_ae="WS2", timeout=60.0)
+            results = (first.result(), second.result())
+        assert results[0].final_status == status.SUCCESS, results[0].describe()
+        assert results[1].final_status == status.SUCCESS, results[1].describe()
+        assert _received_uids(ws1) == sorted(region.studies["a"].sop_instance_uids)
+        assert _received_uids(ws2) == sorted(region.studies["b"].sop_instance_uids)
+    finally:
+        ws1.stop()
+        ws2.stop()
+
+
+def test_same_study_twice_without_originator(start_region: Callable[..., FakeRegion], tmp_path: Path) -> None:
+    region = start_region({"quiet": (FaultOptions(omit_move_originator=True, store_delay=0.02), ["a"])})
+    ws1, ws2 = _storescp(region, "WS1", tmp_path), _storescp(region, "WS2", tmp_path)
+    study = region.studies["a"]
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(run_movescu, region.router.node, title, _study_keys(study),
+                                   calling_ae=title, timeout=60.0) for title in ("WS1", "WS2")]
+            results = [future.result() for future in futures]
+        for result in results:
+            assert result.final_status == status.SUCCESS, result.describe()
+        assert _received_uids(ws1) == sorted(study.sop_instance_uids)
+        assert _received_uids(ws2) == sorted(study.sop_instance_uids)
+    finally:
+        ws1.stop()
+        ws2.stop()
+
+
+# --- A peer that aborts a C-MOVE -------------------------------------------------
+
+
+def test_peer_abort_mid_move_reported(start_region: Callable[..., FakeRegion], tmp_path: Path) -> None:
+    region = start_region({"flaky": (FaultOptions(move_abort_after=2), ["c"])})
+    ws1 = _storescp(region, "WS1", tmp_path)
+    study = region.studies["c"]
+    try:
+        started = time.monotonic()
+        result = run_movescu(region.router.node, "WS1", _study_keys(study), calling_ae="WS1", timeout=60.0)
+        elapsed = time.monotonic() - started
+        assert result.final_status == status.MOVE_SUBOPERATIONS_WARNING, result.describe()
+        assert result.completed == 2
+        assert result.failed == len(study.files) - 2
+        # The abort is seen at once, not after the peer's 10 s DIMSE timeout.
+        assert elapsed < 8.0
+        assert len(ws1.received()) == 2
+    finally:
+        ws1.stop()
+
+
+# --- Live counts to a slow destination --------------------------------------------
+
+
+@dataclass
+class SlowDestination:
+    """A pynetdicom Storage SCP that takes 50 ms per C-STORE and records arrival times."""
+
+    ae_title: str
+    port: int
+    arrivals: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        ae = AE(ae_title=self.ae_title)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax)
+        self._server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                       evt_handlers=[(evt.EVT_C_STORE, self._store)])
+
+    def _store(self, event: evt.Event) -> int:
+        time.sleep(0.05)
+        self.arrivals.append(time.monotonic())
+        return 0x0000
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+
+def _move_with_timestamps(router: RouterProcess, destination: str, study: SeedStudy) -> list[tuple[float, Dataset]]:
+    ae = AE(ae_title=destination)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", router.port, ae_title=ROUTER_AE)
+    assert assoc.is_established
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study.study_uid
+    responses = [(time.monotonic(), rsp) for rsp, _ in
+                 assoc.send_c_move(identifier, destination, StudyRootQueryRetrieveInformationModelMove)]
+    assoc.release()
+    return responses
+
+
+def test_final_response_after_last_forward(start_region: Callable[..., FakeRegion]) -> None:
+    region = start_region({"fast": (FaultOptions(), ["c"])})
+    node = region.workstations["WS1"]
+    destination = SlowDestination("WS1", node.port)
+    destination.start()
+    study = region.studies["c"]
+    try:
+        responses = _move_with_timestamps(region.router, "WS1", study)
+    finally:
+        destination.stop()
+    final_time, final = responses[-1]
+    pending = [rsp for _, rsp in responses[:-1]]
+    assert final.Status == status.SUCCESS
+    assert final.NumberOfCompletedSuboperations == len(study.files)
+    assert len(destination.arrivals) == len(study.files)
+    assert final_time >= max(destination.arrivals)
+    completed = [int(rsp.NumberOfCompletedSuboperations) for rsp in pending]
+    assert completed == sorted(completed), "Completed counts went backwards"
+    assert completed[-1] == len(study.files)
+    assert all(rsp.Status == status.PENDING for rsp in pending)
+
+
+# --- C-FIND streaming and peer deadlines -------------------------------------------
+
+
+def _find_with_timestamps(router: RouterProcess) -> list[tuple[float, Dataset, Dataset | None]]:
+    ae = AE(ae_title="WS1")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", router.port, ae_title=ROUTER_AE)
+    assert assoc.is_established
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = ""
+    identifier.PatientID = ""
+    started = time.monotonic()
+    responses = [(time.monotonic() - started, rsp, match) for rsp, match in
+                 assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)]
+    assoc.release()
+    return responses
+
+
+def test_fast_peer_matches_not_held_back(start_region: Callable[..., FakeRegion]) -> None:
+    region = start_region({"fast": (FaultOptions(), ["a"]), "slow": (FaultOptions(find_delay=1.5), ["b"])})
+    responses = _find_with_timestamps(region.router)
+    arrival = {str(match.StudyInstanceUID): at for at, _, match in responses if match is not None}
+    fast_uid, slow_uid = region.studies["a"].study_uid, region.studies["b"].study_uid
+    assert responses[-1][1].Status == status.SUCCESS
+    assert arrival[fast_uid] < 1.0
+    assert arrival[slow_uid] >= 1.5
+
+
+def test_peer_past_deadline_left_out(start_region: Callable[..., FakeRegion]) -> None:
+    region = start_region(
+        {"fast": (FaultOptions(), ["a"]), "stuck": (FaultOptions(find_delay=8.0), ["b"])}, find_deadline=1.5
+    )
+    responses = _find_with_timestamps(region.router)
+    final_at, final, _ = responses[-1]
+    uids = {str(match.StudyInstanceUID) for _, _, match in responses if match is not None}
+    assert final.Status == status.SUCCESS
+    assert uids == {region.studies["a"].study_uid}
+    assert final_at < 4.0
+    region.router.wait_for_log(r"peer_find_failed.*peer=stuck")
+
+
+def test_peer_abort_during_find(start_region: Callable[..., FakeRegion]) -> None:
+    region = start_region({"fast": (FaultOptions(), ["a"]), "aborting": (FaultOptions(find_abort_after=1), ["b", "d"])})
+    result = run_findscu(region.router.node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": None},
+                         calling_ae="WS1")
+    uids = {str(ds.StudyInstanceUID) for ds in result.datasets}
+    assert result.final_status == status.SUCCESS, result.describe()
+    assert region.studies["a"].study_uid in uids
+    region.router.wait_for_log(r"peer_find_failed.*peer=aborting")
+
+
+def test_peer_rejecting_associations(start_region: Callable[..., FakeRegion]) -> None:
+    region = start_region({"fast": (FaultOptions(), ["a"]), "closed": (FaultOptions(reject_association=True), ["b"])})
+    result = run_findscu(region.router.node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": None},
+                         calling_ae="WS1")
+    uids = {str(ds.StudyInstanceUID) for ds in result.datasets}
+    assert result.final_status == status.SUCCESS, result.describe()
+    assert uids == {region.studies["a"].study_uid}
+    region.router.wait_for_log(r"peer_find_failed.*peer=closed.*rejected")
+
+
+# --- C-CANCEL of a C-MOVE ------------------------------------------------------------
+
+
+def test_cancel_move_stops_forwarding(start_region: Callable[..., FakeRegion], tmp_path: Path) -> None:
+    region = start_region({"slow": (FaultOptions(store_delay=0.3), ["c"])})
+    ws1 = _storescp(region, "WS1", tmp_path)
+    study = region.studies["c"]
+    ae = AE(ae_title="WS1")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", region.router.port, ae_title=ROUTER_AE)
+    assert assoc.is_established
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study.study_uid
+    responses = []
+    try:
+        for rsp, _ in assoc.send_c_move(identifier, "WS1", StudyRootQueryRetrieveInformationModelMove, msg_id=7):
+            responses.append(rsp)
+            if rsp.get("Status") == status.PENDING and len(responses) == 1:
+                context_id = assoc.accepted_contexts[0].context_id
+                assoc.send_c_cancel(7, context_id)
+        assoc.release()
+        final = responses[-1]
+        assert final.Status == status.CANCEL
+        delivered = len(ws1.received())
+        assert delivered < len(study.files)
+        assert final.NumberOfCompletedSuboperations == delivered
+        time.sleep(1.0)  # no C-STORE may reach the destination after the cancel
+        assert len(ws1.received()) == delivered
+    finally:
+        ws1.stop()

@@ -1,0 +1,580 @@
+"""A pure-Python sample PACS built on pynetdicom, for the demo and for test fakes.
+
+SamplePacs serves Verification, Patient Root and Study Root Query/Retrieve
+(C-FIND, C-MOVE, C-GET) and Storage on one port. It reads only the headers of
+its files at start and reads each file in full just before sending it, so
+memory does not grow with the pixel data. FaultOptions make it show faults
+that a real PACS can't be made to show on demand.
+
+Everything is logged at DEBUG through the standard logging module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeAlias, cast
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    build_context,
+    evt,
+)
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.presentation import PresentationContext
+# pynetdicom creates the SOP Class names at import time, so mypy can't see them.
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from yicrouter.demo.matching import (
+    PATIENT_ROOT_LEVELS,
+    STUDY_ROOT_LEVELS,
+    IdentifierError,
+    IndexedInstance,
+    check_unique_keys,
+    find_matches,
+    read_level,
+    select_instances,
+)
+from yicrouter.status import (
+    CANCEL,
+    FIND_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+    MOVE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+    PENDING,
+    STORE_CANNOT_UNDERSTAND,
+    STORE_OUT_OF_RESOURCES,
+    SUCCESS,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+# PS3.4 C.4.3.1.4, table C.4-3 (C-GET): the same code as for C-FIND and C-MOVE.
+GET_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS: Final = 0xA900
+# PS3.7 Annex C, general status codes: Processing Failure.
+PROCESSING_FAILURE: Final = 0x0110
+
+# PS3.8 9.3.2.2: an A-ASSOCIATE-RQ carries at most 128 presentation contexts.
+MAX_PRESENTATION_CONTEXTS: Final = 128
+
+# A-ASSOCIATE-RJ fields (PS3.8 9.3.4): rejected-permanent, by the DICOM UL
+# service-user, because the calling AE title is not recognized.
+REJECT_PERMANENT: Final = 0x01
+REJECT_SOURCE_SERVICE_USER: Final = 0x01
+REJECT_CALLING_AE_NOT_RECOGNIZED: Final = 0x03
+
+# How often a delay checks for a C-CANCEL, in seconds.
+CANCEL_POLL_INTERVAL: Final = 0.05
+
+FIND_MODELS: Final[dict[str, tuple[str, ...]]] = {
+    PatientRootQueryRetrieveInformationModelFind: PATIENT_ROOT_LEVELS,
+    StudyRootQueryRetrieveInformationModelFind: STUDY_ROOT_LEVELS,
+}
+MOVE_MODELS: Final[dict[str, tuple[str, ...]]] = {
+    PatientRootQueryRetrieveInformationModelMove: PATIENT_ROOT_LEVELS,
+    StudyRootQueryRetrieveInformationModelMove: STUDY_ROOT_LEVELS,
+}
+GET_MODELS: Final[dict[str, tuple[str, ...]]] = {
+    PatientRootQueryRetrieveInformationModelGet: PATIENT_ROOT_LEVELS,
+    StudyRootQueryRetrieveInformationModelGet: STUDY_ROOT_LEVELS,
+}
+
+_UID_PATTERN: Final = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UNCOMPRESSED_SYNTAXES: Final = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+# What the handlers yield to pynetdicom's Query/Retrieve service class.
+StatusAndDataset: TypeAlias = tuple[int, Dataset | None]
+MoveDestination: TypeAlias = tuple[None, None] | tuple[str, int, dict[str, Any]]
+SubOperationYield: TypeAlias = int | StatusAndDataset
+MoveYield: TypeAlias = MoveDestination | SubOperationYield
+
+
+@dataclass(frozen=True)
+class FaultOptions:
+    """Faults that a SamplePacs shows on demand; every fault is off by default.
+
+    Delays are in seconds. A count of None turns its fault off.
+    """
+
+    # Delay before each C-FIND Pending response.
+    find_delay: float = 0.0
+    # Abort the association instead of sending the match after this many.
+    find_abort_after: int | None = None
+    # Abort the requester's association after this many C-MOVE sub-operations.
+    move_abort_after: int | None = None
+    # Send C-MOVE sub-operations without Move Originator AE Title and Message ID.
+    omit_move_originator: bool = False
+    # Delay before each C-STORE sub-operation of a C-MOVE or C-GET.
+    store_delay: float = 0.0
+    # Reject every association request with A-ASSOCIATE-RJ.
+    reject_association: bool = False
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or value is None:
+                continue
+            if value < 0:
+                raise ValueError(f"FaultOptions.{field.name} must be 0 or more, got {value}")
+
+
+class SamplePacs:
+    """A small PACS on one loopback port, serving the DICOM files it is given.
+
+    `move_destinations` maps the AE title of each known Move Destination to
+    its (host, port). Instances received by C-STORE are written to
+    `storage_dir`, or to a temporary folder that stop() deletes when no
+    `storage_dir` is given. A `port` of 0 binds a free port, which the `port`
+    property returns after start().
+    """
+
+    def __init__(
+        self,
+        ae_title: str,
+        port: int,
+        files: Iterable[Path],
+        move_destinations: dict[str, tuple[str, int]],
+        host: str = "127.0.0.1",
+        options: FaultOptions | None = None,
+        storage_dir: Path | None = None,
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {port}")
+        # pynetdicom raises ValueError for an invalid AE title.
+        self._ae = self._build_ae(ae_title)
+        self._host = host
+        self._port = port
+        self._files = [Path(path) for path in files]
+        self._move_destinations = {
+            title.strip(): address for title, address in move_destinations.items()
+        }
+        self._options = options or FaultOptions()
+        self._storage_dir = storage_dir
+        self._temporary_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._index: dict[str, IndexedInstance] = {}
+        self._index_lock = threading.Lock()
+        self._server: ThreadedAssociationServer | None = None
+
+    @property
+    def ae_title(self) -> str:
+        return str(self._ae.ae_title)
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The listening port: the bound port once started, else the configured one."""
+        if self._server is not None:
+            return int(self._server.server_address[1])
+        return self._port
+
+    @property
+    def options(self) -> FaultOptions:
+        return self._options
+
+    @property
+    def instance_count(self) -> int:
+        """Number of SOP Instances in the index."""
+        with self._index_lock:
+            return len(self._index)
+
+    def start(self) -> None:
+        """Index the files and start serving on host:port without blocking."""
+        if self._server is not None:
+            raise RuntimeError(f"SamplePacs {self.ae_title} is already running")
+
+        storage_dir = self._prepare_storage_dir()
+        self._load_index([*self._files, *sorted(storage_dir.glob("*.dcm"))])
+
+        handlers: list[EventHandlerType] = [
+            (evt.EVT_C_FIND, self._handle_find),
+            (evt.EVT_C_MOVE, self._handle_move),
+            (evt.EVT_C_GET, self._handle_get),
+            (evt.EVT_C_STORE, self._handle_store),
+        ]
+        if self._options.reject_association:
+            handlers.append((evt.EVT_REQUESTED, _reject_association))
+        self._server = _start_server(self._ae, (self._host, self._port), handlers)
+        LOGGER.debug(
+            "SamplePacs %s started on %s:%d with %d instances, faults %s",
+            self.ae_title,
+            self._host,
+            self.port,
+            self.instance_count,
+            self._options,
+        )
+
+    def stop(self) -> None:
+        """Abort the open associations and stop serving. Calling it twice is harmless."""
+        if self._server is None:
+            return
+        self._ae.shutdown()
+        self._server = None
+        if self._temporary_dir is not None:
+            self._temporary_dir.cleanup()
+            self._temporary_dir = None
+        LOGGER.debug("SamplePacs %s stopped", self.ae_title)
+
+    def __enter__(self) -> SamplePacs:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # Set-up
+
+    @staticmethod
+    def _build_ae(ae_title: str) -> AE:
+        ae = AE(ae_title=ae_title)
+        ae.add_supported_context(Verification)
+        for sop_class in (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS):
+            ae.add_supported_context(sop_class)
+        # scu_role and scp_role accept the roles a requester proposes, so a
+        # C-GET requester can take the Storage SCP role (PS3.7 D.3.3.4).
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(
+                str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            )
+        return ae
+
+    def _prepare_storage_dir(self) -> Path:
+        if self._storage_dir is None:
+            self._temporary_dir = tempfile.TemporaryDirectory(prefix="samplepacs-")
+            return Path(self._temporary_dir.name)
+        self._storage_dir.mkdir(parents=True, exist_ok=True)
+        return self._storage_dir
+
+    @property
+    def _active_storage_dir(self) -> Path:
+        if self._temporary_dir is not None:
+            return Path(self._temporary_dir.name)
+        if self._storage_dir is None:
+            raise RuntimeError("SamplePacs has no storage folder before start()")
+        return self._storage_dir
+
+    def _load_index(self, paths: Iterable[Path]) -> None:
+        index: dict[str, IndexedInstance] = {}
+        for path in paths:
+            instance = _read_header(path)
+            if instance is not None:
+                index[str(instance.header.SOPInstanceUID)] = instance
+        with self._index_lock:
+            self._index = index
+
+    def _snapshot(self) -> list[IndexedInstance]:
+        with self._index_lock:
+            return list(self._index.values())
+
+    # C-FIND
+
+    def _handle_find(self, event: Event) -> Iterator[StatusAndDataset]:
+        levels = FIND_MODELS[event.context.abstract_syntax]
+        identifier = event.identifier
+        try:
+            level = read_level(identifier, levels)
+            check_unique_keys(identifier, level, levels, retrieve=False)
+        except IdentifierError as exc:
+            LOGGER.debug("C-FIND failed with 0xA900: %s", exc)
+            yield FIND_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
+            return
+
+        abort_after = self._options.find_abort_after
+        matches = find_matches(self._snapshot(), identifier, level, levels, self.ae_title)
+        for sent, response in enumerate(matches):
+            if abort_after is not None and sent >= abort_after:
+                LOGGER.debug("C-FIND: aborting the association after %d matches (fault)", sent)
+                event.assoc.abort()
+                return
+            if _wait_unless_cancelled(event, self._options.find_delay):
+                LOGGER.debug("C-FIND cancelled after %d matches", sent)
+                yield CANCEL, None
+                return
+            yield PENDING, response
+
+    # C-MOVE and C-GET
+
+    def _handle_move(self, event: Event) -> Iterator[MoveYield]:
+        # pynetdicom 3.0.4 expects, in this order: the destination (host, port,
+        # kwargs for AE.associate), the number of sub-operations, then one
+        # (status, dataset) per sub-operation.
+        destination_ae = (event.move_destination or "").strip()
+        address = self._move_destinations.get(destination_ae)
+        if address is None:
+            LOGGER.debug("C-MOVE failed with 0xA801: unknown Move Destination %r", destination_ae)
+            yield None, None  # pynetdicom answers 0xA801, Move Destination Unknown
+            return
+
+        levels = MOVE_MODELS[event.context.abstract_syntax]
+        try:
+            selection = self._select(event.identifier, levels)
+        except IdentifierError as exc:
+            LOGGER.debug("C-MOVE failed with 0xA900: %s", exc)
+            # NOTE: pynetdicom 3.0.4 sends no failure status before it has
+            # associated with the destination, so the destination sees an
+            # empty association, and the response counts one failed
+            # sub-operation.
+            yield address[0], address[1], {"contexts": [build_context(Verification)]}
+            yield 1
+            yield MOVE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
+            return
+
+        contexts = storage_contexts(selection)
+        if self._options.omit_move_originator and selection:
+            yield from self._move_without_originator(
+                event, destination_ae, address, selection, contexts
+            )
+            return
+
+        yield address[0], address[1], {"contexts": contexts}
+        yield from self._sub_operations(event, selection, self._options.move_abort_after)
+
+    def _move_without_originator(
+        self,
+        event: Event,
+        destination_ae: str,
+        address: tuple[str, int],
+        selection: list[IndexedInstance],
+        contexts: list[PresentationContext],
+    ) -> Iterator[MoveYield]:
+        """Run a C-MOVE whose C-STORE requests carry no Move Originator fields.
+
+        pynetdicom's C-MOVE loop always sends the originator, and it sends a
+        Pending response only after it stored a yielded dataset itself. So the
+        loop is pointed at a relay server of this PACS on a free loopback
+        port: the relay forwards each C-STORE over our own association to the
+        real destination without the originator, and returns the
+        destination's status. pynetdicom then counts the sub-operations and
+        sends the Pending and final responses as usual.
+        """
+        target = self._ae.associate(
+            address[0], address[1], ae_title=destination_ae, contexts=contexts
+        )
+        if not target.is_established:
+            LOGGER.debug(
+                "C-MOVE failed with 0xA801: association with %s at %s:%d failed",
+                destination_ae,
+                address[0],
+                address[1],
+            )
+            yield None, None  # what pynetdicom answers when it can't associate
+            return
+
+        relay = _start_server(
+            self._ae, (self._host, 0), [(evt.EVT_C_STORE, _relay_store, [target])]
+        )
+        try:
+            relay_host, relay_port = relay.server_address[:2]
+            yield str(relay_host), int(relay_port), {"contexts": contexts}
+            yield from self._sub_operations(event, selection, self._options.move_abort_after)
+        finally:
+            relay.shutdown()
+            target.release()
+
+    def _handle_get(self, event: Event) -> Iterator[SubOperationYield]:
+        levels = GET_MODELS[event.context.abstract_syntax]
+        try:
+            selection = self._select(event.identifier, levels)
+        except IdentifierError as exc:
+            LOGGER.debug("C-GET failed with 0xA900: %s", exc)
+            # pynetdicom 3.0.4 sends a failure status only inside the
+            # sub-operation loop, so the response counts one failed sub-operation.
+            yield 1
+            yield GET_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
+            return
+        yield from self._sub_operations(event, selection, abort_after=None)
+
+    def _select(self, identifier: Dataset, levels: Sequence[str]) -> list[IndexedInstance]:
+        level = read_level(identifier, levels)
+        check_unique_keys(identifier, level, levels, retrieve=True)
+        return select_instances(self._snapshot(), identifier, level, levels)
+
+    def _sub_operations(
+        self, event: Event, selection: list[IndexedInstance], abort_after: int | None
+    ) -> Iterator[SubOperationYield]:
+        """Yield the sub-operation count, then each instance read from disk just before it is sent."""
+        yield len(selection)
+        for done, instance in enumerate(selection):
+            if abort_after is not None and done >= abort_after:
+                LOGGER.debug(
+                    "Aborting the requester's association after %d sub-operations (fault)", done
+                )
+                event.assoc.abort()
+                return
+            if _wait_unless_cancelled(event, self._options.store_delay):
+                LOGGER.debug("Retrieval cancelled after %d sub-operations", done)
+                yield CANCEL, None  # pynetdicom adds the counts and failed UIDs
+                return
+            yield PENDING, dcmread(instance.path)
+
+    # C-STORE
+
+    def _handle_store(self, event: Event) -> int:
+        request = cast(C_STORE, event.request)
+        sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
+        if not _UID_PATTERN.match(sop_instance_uid) or len(sop_instance_uid) > 64:
+            LOGGER.debug("C-STORE failed: invalid SOP Instance UID %r", sop_instance_uid)
+            return STORE_CANNOT_UNDERSTAND
+
+        target = self._active_storage_dir / f"{sop_instance_uid}.dcm"
+        partial = target.with_name(f"{target.name}.tmp")
+        try:
+            # The bytes as received, behind a preamble and the file meta information.
+            partial.write_bytes(event.encoded_dataset(include_meta=True))
+            os.replace(partial, target)
+        except OSError as exc:
+            LOGGER.debug("C-STORE failed: writing %s failed: %s", target, exc)
+            partial.unlink(missing_ok=True)
+            return STORE_OUT_OF_RESOURCES
+
+        instance = _read_header(target)
+        if instance is None:
+            target.unlink(missing_ok=True)
+            return STORE_CANNOT_UNDERSTAND
+        with self._index_lock:
+            self._index[sop_instance_uid] = instance
+        LOGGER.debug("C-STORE stored %s", target)
+        return SUCCESS
+
+
+def storage_contexts(instances: Sequence[IndexedInstance]) -> list[PresentationContext]:
+    """Build the presentation contexts for sending `instances` by C-STORE.
+
+    Each SOP Class gets one context for Explicit and Implicit VR Little Endian,
+    which pynetdicom converts uncompressed data to, and one more for each
+    other transfer syntax its files use. Explicit VR Big Endian (retired) is
+    never proposed.
+    """
+    syntaxes: dict[str, set[str]] = {}
+    for instance in instances:
+        sop_class = str(instance.header.SOPClassUID)
+        syntaxes.setdefault(sop_class, set()).add(
+            str(instance.header.file_meta.TransferSyntaxUID)
+        )
+
+    contexts = []
+    for sop_class, found in syntaxes.items():
+        contexts.append(build_context(sop_class, list(_UNCOMPRESSED_SYNTAXES)))
+        for syntax in sorted(found - {*_UNCOMPRESSED_SYNTAXES, ExplicitVRBigEndian}):
+            contexts.append(build_context(sop_class, syntax))
+
+    if len(contexts) > MAX_PRESENTATION_CONTEXTS:
+        # NOTE: the C-STORE sub-operations of SOP Classes beyond the limit
+        # fail; a second association is not opened for them.
+        LOGGER.debug(
+            "Proposing only %d of %d presentation contexts",
+            MAX_PRESENTATION_CONTEXTS,
+            len(contexts),
+        )
+        contexts = contexts[:MAX_PRESENTATION_CONTEXTS]
+    return contexts
+
+
+def _start_server(
+    ae: AE, address: tuple[str, int], handlers: list[EventHandlerType]
+) -> ThreadedAssociationServer:
+    server = ae.start_server(address, block=False, evt_handlers=handlers)
+    if server is None:  # start_server returns None only when it blocks
+        raise RuntimeError(f"pynetdicom did not start a server on {address[0]}:{address[1]}")
+    return server
+
+
+def _read_header(path: Path) -> IndexedInstance | None:
+    """Read the header of a DICOM file, or return None for a file that can't be served."""
+    try:
+        header = dcmread(path, stop_before_pixels=True)
+    except (OSError, InvalidDicomError) as exc:
+        LOGGER.debug("Skipping %s: %s", path, exc)
+        return None
+
+    missing = [
+        keyword for keyword in ("SOPClassUID", "SOPInstanceUID") if keyword not in header
+    ]
+    if "TransferSyntaxUID" not in header.file_meta:
+        missing.append("TransferSyntaxUID")
+    if missing:
+        LOGGER.debug("Skipping %s: missing %s", path, ", ".join(missing))
+        return None
+    return IndexedInstance(path=path, header=header)
+
+
+def _wait_unless_cancelled(event: Event, seconds: float) -> bool:
+    """Wait `seconds`, and return True as soon as a C-CANCEL for the request arrives.
+
+    pynetdicom forgets a C-CANCEL once event.is_cancelled has returned True,
+    so the caller must act on the value returned here.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        if event.is_cancelled:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(remaining, CANCEL_POLL_INTERVAL))
+
+
+def _reject_association(event: Event) -> None:
+    """Reject the association (fault); pynetdicom then skips the negotiation."""
+    LOGGER.debug(
+        "Rejecting the association from %s (fault)", event.assoc.requestor.ae_title
+    )
+    event.assoc.acse.send_reject(
+        REJECT_PERMANENT, REJECT_SOURCE_SERVICE_USER, REJECT_CALLING_AE_NOT_RECOGNIZED
+    )
+    # send_reject only queues the A-ASSOCIATE-RJ. kill() waits until the DUL
+    # has sent it; without that, pynetdicom closes the socket first and the
+    # peer sees a bare disconnect. pynetdicom's own rejections do the same.
+    event.assoc.kill()
+
+
+def _relay_store(event: Event, target: Association) -> int:
+    """Forward one C-STORE to `target` without the Move Originator fields."""
+    dataset = event.dataset
+    dataset.file_meta = event.file_meta
+    try:
+        response = target.send_c_store(dataset, msg_id=event.message_id)
+    except (RuntimeError, ValueError, AttributeError) as exc:
+        LOGGER.debug("Relaying C-STORE to %s failed: %s", target.acceptor.ae_title, exc)
+        return PROCESSING_FAILURE
+    if "Status" not in response:
+        # pynetdicom returns an empty dataset when the destination aborted,
+        # the association timed out or the response was invalid.
+        LOGGER.debug("Relaying C-STORE to %s failed: no response", target.acceptor.ae_title)
+        return PROCESSING_FAILURE
+    return int(response.Status)
