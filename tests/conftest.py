@@ -221,7 +221,8 @@ def router(region: Region, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         process.start()
         yield process
     finally:
-        process.stop()
+        exit_status = process.stop()
+    assert exit_status == 0, f"the router exited with {exit_status}:\n{process.log_text()[-3000:]}"
 
 
 @pytest.fixture
@@ -252,8 +253,8 @@ def make_router(
         return process.start()
 
     yield start_router
-    for process in started:
-        process.stop()
+    exit_statuses = [process.stop() for process in started]
+    assert exit_statuses == [0] * len(started), f"extra routers exited with {exit_statuses}"
 
 
 def _start_workstation(region: Region, ae_title: str, tmp_path: Path) -> Iterator[StoreSCP]:

@@ -63,10 +63,14 @@ class Router:
         self.moves = MoveRegistry(config.router.ae_title)
         self.services = RouterServices(config=config, moves=self.moves, spool=self.spool)
         self._server: RouterServer | None = None
+        self._previous_chunking: tuple[bool, bool] | None = None
 
     def start(self) -> None:
         router = self.config.router
         # Received data sets go to disk in the spool and leave it unchanged.
+        self._previous_chunking = (
+            pynetdicom_config.STORE_RECV_CHUNKED_DATASET, pynetdicom_config.STORE_SEND_CHUNKED_DATASET
+        )
         pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
         pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
         self.spool.prepare()
@@ -93,11 +97,21 @@ class Router:
             return self.config.router.port
         return int(self._server.server_address[1])
 
+    def active_associations(self) -> list[Any]:
+        """Return the associations the router has accepted and not yet closed."""
+        if self._server is None:
+            return []
+        return list(self._server.active_associations)
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        self.spool.release()
+        if self._previous_chunking is not None:
+            (pynetdicom_config.STORE_RECV_CHUNKED_DATASET,
+             pynetdicom_config.STORE_SEND_CHUNKED_DATASET) = self._previous_chunking
         log.info("router_stopped", ae_title=self.config.router.ae_title, running_moves=len(self.moves))
 
 

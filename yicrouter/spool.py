@@ -20,12 +20,18 @@ class Spool:
         self.incoming = self.root / "incoming"
         self.jobs = self.root / "jobs"
         self.failed = self.root / "failed"
+        self._previous_tempdir: str | None = None
 
     def prepare(self) -> None:
         """Create the spool folders and send pynetdicom's temporary files there."""
         for folder in (self.incoming, self.jobs, self.failed):
             folder.mkdir(parents=True, exist_ok=True)
+        self._previous_tempdir = tempfile.tempdir
         tempfile.tempdir = str(self.incoming)
+
+    def release(self) -> None:
+        """Send temporary files back where they went before prepare()."""
+        tempfile.tempdir = self._previous_tempdir
 
     def accept(self, temporary: Path, job_id: str, sop_instance_uid: str) -> Path:
         """Move a received file into its move's folder and return the new path."""

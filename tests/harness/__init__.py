@@ -110,6 +110,25 @@ class LoggedProcess:
             message=lambda: f"{self.name}: {description}; log {self.log_path}:\n{self.log_tail()}",
         )
 
+    def send_signal(self, signum: signal.Signals) -> None:
+        """Send `signum` to the main process only, for tests of its signal handling.
+
+        Call stop() afterwards as well, because it reaps the process, closes
+        the log file and kills any children that are left.
+        """
+        if self._popen is None:
+            raise RuntimeError(f"{self.name} was never started")
+        self._popen.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        """Wait until the main process exits and return its exit status.
+
+        Raises subprocess.TimeoutExpired when it still runs after `timeout` seconds.
+        """
+        if self._popen is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self._popen.wait(timeout=timeout)
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """Send SIGTERM to the process group, then SIGKILL after `timeout` seconds.
 

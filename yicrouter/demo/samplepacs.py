@@ -91,8 +91,10 @@ REJECT_PERMANENT: Final = 0x01
 REJECT_SOURCE_SERVICE_USER: Final = 0x01
 REJECT_CALLING_AE_NOT_RECOGNIZED: Final = 0x03
 
-# How often a delay checks for a C-CANCEL, in seconds.
-CANCEL_POLL_INTERVAL: Final = 0.05
+# Seconds between checks while waiting for a C-CANCEL or for rejected associations to end.
+POLL_INTERVAL: Final = 0.05
+# How long stop() waits for rejected associations to close, in seconds.
+REJECTION_GRACE: Final = 2.0
 
 FIND_MODELS: Final[dict[str, tuple[str, ...]]] = {
     PatientRootQueryRetrieveInformationModelFind: PATIENT_ROOT_LEVELS,
@@ -238,6 +240,7 @@ class SamplePacs:
         """Abort the open associations and stop serving. Calling it twice is harmless."""
         if self._server is None:
             return
+        self._wait_for_rejected_associations()
         self._ae.shutdown()
         self._server = None
         if self._temporary_dir is not None:
@@ -256,6 +259,20 @@ class SamplePacs:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _wait_for_rejected_associations(self) -> None:
+        """Wait up to REJECTION_GRACE seconds for rejected associations to end.
+
+        After sending A-ASSOCIATE-RJ, pynetdicom 3.0.4 waits for the peer to
+        close the connection. The A-ABORT that AE.shutdown() sends in that
+        state makes pynetdicom's DUL thread raise InvalidEventError (Evt15 in
+        Sta13), so stop() lets those associations end first.
+        """
+        deadline = time.monotonic() + REJECTION_GRACE
+        while time.monotonic() < deadline:
+            if not any(assoc.is_rejected for assoc in self._ae.active_associations):
+                return
+            time.sleep(POLL_INTERVAL)
 
     # Set-up
 
@@ -546,7 +563,7 @@ def _wait_unless_cancelled(event: Event, seconds: float) -> bool:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        time.sleep(min(remaining, CANCEL_POLL_INTERVAL))
+        time.sleep(min(remaining, POLL_INTERVAL))
 
 
 def _reject_association(event: Event) -> None:

@@ -26,6 +26,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from yicrouter.scp.common import RouterServices
 from yicrouter.scp.move import serve_move
+from yicrouter.scp.screen import reject_blank_ae_titles
 
 _association_ids = itertools.count(1)
 
@@ -57,6 +58,15 @@ class RouterRequestHandler(RequestHandler):
 
     server: "RouterServer"
 
+    def handle(self) -> None:
+        remote = f"{self.client_address[0]}:{self.client_address[1]}"
+        if reject_blank_ae_titles(self.request, remote, self.ae.acse_timeout or 30.0):
+            # pynetdicom's server leaves closing to the association, and
+            # there is none for this connection.
+            self.request.close()
+            return
+        super().handle()
+
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         # The association thread has not started yet, so changing the class
@@ -85,6 +95,9 @@ def start_server(
     )
     assert isinstance(server, RouterServer)
     server.router_services = services
+    # start_server() registers its servers with the AE, and server.shutdown()
+    # removes itself from that list, raising ValueError when it is missing.
+    ae._servers.append(server)
     thread = threading.Thread(target=server.serve_forever, name="yicrouter-acceptor", daemon=True)
     thread.start()
     return server
