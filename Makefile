@@ -1,10 +1,17 @@
-# Set-up and test entry points; each target installs what it needs first.
+# Set-up and test entry points. Each target installs what it needs first,
+# into a virtual environment in .venv so the system Python stays untouched.
 PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
 
 .PHONY: install tools demo test
 
-install:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+$(BIN)/yicrouter: setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(BIN)/yicrouter
 
 # DCMTK and Orthanc are the real peers, workstations and destinations of the tests.
 tools:
@@ -15,8 +22,8 @@ tools:
 	fi
 
 demo: install
-	$(PYTHON) -m yicrouter demo
+	$(BIN)/yicrouter demo
 
 test: tools install
-	$(PYTHON) -m mypy yicrouter
-	$(PYTHON) -m pytest -q
+	$(BIN)/python -m mypy yicrouter
+	$(BIN)/python -m pytest -q

@@ -63,6 +63,7 @@ def demo_config(port: int, state_dir: Path, peer_ports: dict[str, int], workstat
 def _instructions(port: int, workstation_port: int, studies: dict[str, list[SeedStudy]]) -> str:
     study_uid = studies["north"][0].study_uid
     common = f"-aet {WORKSTATION_AE_TITLE} -aec {ROUTER_AE_TITLE}"
+    python = sys.executable
     return f"""
 yicrouter demo region is running.
   router      {ROUTER_AE_TITLE} at {LOOPBACK}:{port}
@@ -70,11 +71,11 @@ yicrouter demo region is running.
   workstation {WORKSTATION_AE_TITLE} at {LOOPBACK}:{workstation_port} (the allowed caller and Move Destination)
 
 Query every peer through the router (pynetdicom's apps, installed with yicrouter):
-  python -m pynetdicom findscu {LOOPBACK} {port} {common} -S -k QueryRetrieveLevel=STUDY \\
+  {python} -m pynetdicom findscu {LOOPBACK} {port} {common} -S -k QueryRetrieveLevel=STUDY \\
       -k StudyInstanceUID= -k PatientName= -k StudyDate= -k ModalitiesInStudy=
 
 Retrieve a study; movescu runs the Move Destination itself and writes to ./received:
-  python -m pynetdicom movescu {LOOPBACK} {port} {common} -aem {WORKSTATION_AE_TITLE} \\
+  {python} -m pynetdicom movescu {LOOPBACK} {port} {common} -aem {WORKSTATION_AE_TITLE} \\
       --store --store-port {workstation_port} -od received -S \\
       -k QueryRetrieveLevel=STUDY -k StudyInstanceUID={study_uid}
 
