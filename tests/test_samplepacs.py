@@ -1,7 +1,8 @@
 """SamplePacs against DCMTK's real SCUs and storescp, plus its fault options.
 
-Every test starts its own SamplePacs on a free loopback port. The matching
-rules have table tests of their own at the end of the file.
+The read-only tests share one SamplePacs, and the others start their own,
+each on a free loopback port. The matching rules have table tests of their
+own at the end of the file.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class Seeded:
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
-    """Three studies; patient details are invented."""
+    """Seed three studies. Patient details are invented."""
     seed_dir = tmp_path_factory.mktemp("seed")
     return Seeded(
         john=build_study(
@@ -106,7 +107,7 @@ PacsFactory = Callable[..., SamplePacs]
 
 @pytest.fixture
 def make_pacs(seeded: Seeded) -> Iterator[PacsFactory]:
-    """Start a SamplePacs on a free port; every one started is stopped after the test."""
+    """Start a SamplePacs on a free port. Each one started is stopped after the test."""
     started: list[SamplePacs] = []
 
     def start(
@@ -157,7 +158,7 @@ class ReceivedStore:
 
 @pytest.fixture
 def python_scp() -> Iterator[tuple[int, list[ReceivedStore]]]:
-    """A pynetdicom Storage SCP that records each C-STORE request; yields (port, records)."""
+    """Run a pynetdicom Storage SCP that records each C-STORE request, and yield (port, records)."""
     records: list[ReceivedStore] = []
     lock = threading.Lock()
 
@@ -348,7 +349,7 @@ def test_find_patient_root(pacs: SamplePacs, seeded: Seeded) -> None:
     assert [str(ds.StudyInstanceUID) for ds in study_level.datasets] == [seeded.john.study_uid]
 
 
-def test_find_patient_root_study_without_patient_id_fails(pacs: SamplePacs) -> None:
+def test_patient_root_needs_patient_id(pacs: SamplePacs) -> None:
     result = run_findscu(node_of(pacs), study_keys(), model="patient")
 
     assert result.final_status == FIND_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, result.describe()

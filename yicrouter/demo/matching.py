@@ -60,13 +60,13 @@ WILDCARD_VRS: Final = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC",
 # PS3.4 C.2.2.2.5: range matching applies to these VRs only.
 RANGE_VRS: Final = frozenset({"DA", "TM", "DT"})
 # Text VRs whose leading spaces are significant (PS3.5 table 6.2-1).
-TEXT_VRS: Final = frozenset({"LT", "ST", "UT", "UC"})
+TEXT_VRS: Final = frozenset({"LT", "ST", "UT"})
 
 
 class IdentifierError(ValueError):
     """An Identifier that does not fit the information model or level.
 
-    The SCP answers it with 0xA900, Identifier Does Not Match SOP Class.
+    The SCP responds with 0xA900, Identifier Does Not Match SOP Class.
     """
 
 
@@ -136,7 +136,7 @@ def find_matches(
 
     An entity matches when at least one of its instances matches every key, so
     a key from a lower level selects the entities that contain such an
-    instance. The response holds the requested keys, the unique key of the
+    instance. The response contains the requested keys, the unique key of the
     level, the Query/Retrieve Level and the entity's Specific Character Set.
     """
     for members in _group_entities(instances, level, levels).values():
@@ -211,8 +211,8 @@ def dataset_matches(keys: Dataset, candidate: Dataset, derived: Dataset | None =
 def element_matches(key: DataElement, stored: DataElement | None) -> bool:
     """Match one key against one stored element (PS3.4 C.2.2.2).
 
-    A key with several values matches when any of them matches, which is list
-    of UID matching for UI and the same rule for other VRs. A stored element
+    A key with several values matches when any of them matches. For UI this is
+    list of UID matching, and other VRs follow the same rule. A stored element
     with several values matches when any of its values matches.
     """
     if key.VR == "SQ":
@@ -266,7 +266,8 @@ def _value_matches(key_value: str, stored_value: str, vr: str) -> bool:
     if vr in RANGE_VRS:
         return _date_time_matches(key_value, stored_value, vr)
     if vr in WILDCARD_VRS and _has_wildcard(key_value):
-        return _wildcard_pattern(key_value, ignore_case=vr == "PN").fullmatch(stored_value) is not None
+        pattern = _wildcard_pattern(key_value, ignore_case=vr == "PN")
+        return pattern.fullmatch(stored_value) is not None
     if vr == "PN":
         # PS3.4 C.2.2.2.1 allows case-insensitive single value matching for PN only.
         return key_value.casefold() == stored_value.casefold()

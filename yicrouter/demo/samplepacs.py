@@ -95,6 +95,8 @@ REJECT_CALLING_AE_NOT_RECOGNIZED: Final = 0x03
 POLL_INTERVAL: Final = 0.05
 # How long stop() waits for rejected associations to close, in seconds.
 REJECTION_GRACE: Final = 2.0
+# The relay that omit_move_originator uses serves only this PACS itself.
+RELAY_HOST: Final = "127.0.0.1"
 
 FIND_MODELS: Final[dict[str, tuple[str, ...]]] = {
     PatientRootQueryRetrieveInformationModelFind: PATIENT_ROOT_LEVELS,
@@ -112,7 +114,7 @@ GET_MODELS: Final[dict[str, tuple[str, ...]]] = {
 _UID_PATTERN: Final = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _UNCOMPRESSED_SYNTAXES: Final = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
-# What the handlers yield to pynetdicom's Query/Retrieve service class.
+# Values that the handlers yield to pynetdicom's Query/Retrieve service class.
 StatusAndDataset: TypeAlias = tuple[int, Dataset | None]
 MoveDestination: TypeAlias = tuple[None, None] | tuple[str, int, dict[str, Any]]
 SubOperationYield: TypeAlias = int | StatusAndDataset
@@ -121,14 +123,14 @@ MoveYield: TypeAlias = MoveDestination | SubOperationYield
 
 @dataclass(frozen=True)
 class FaultOptions:
-    """Faults that a SamplePacs shows on demand; every fault is off by default.
+    """Faults that a SamplePacs shows on demand. Every fault is off by default.
 
     Delays are in seconds. A count of None turns its fault off.
     """
 
     # Delay before each C-FIND Pending response.
     find_delay: float = 0.0
-    # Abort the association instead of sending the match after this many.
+    # After this many C-FIND matches, abort the association instead of sending the next.
     find_abort_after: int | None = None
     # Abort the requester's association after this many C-MOVE sub-operations.
     move_abort_after: int | None = None
@@ -149,7 +151,7 @@ class FaultOptions:
 
 
 class SamplePacs:
-    """A small PACS on one loopback port, serving the DICOM files it is given.
+    """A small PACS on one TCP port (loopback by default), serving the DICOM files it is given.
 
     `move_destinations` maps the AE title of each known Move Destination to
     its (host, port). Instances received by C-STORE are written to
@@ -226,7 +228,11 @@ class SamplePacs:
         ]
         if self._options.reject_association:
             handlers.append((evt.EVT_REQUESTED, _reject_association))
-        self._server = _start_server(self._ae, (self._host, self._port), handlers)
+        try:
+            self._server = _start_server(self._ae, (self._host, self._port), handlers)
+        except OSError:
+            self._remove_temporary_dir()
+            raise
         LOGGER.debug(
             "SamplePacs %s started on %s:%d with %d instances, faults %s",
             self.ae_title,
@@ -243,9 +249,7 @@ class SamplePacs:
         self._wait_for_rejected_associations()
         self._ae.shutdown()
         self._server = None
-        if self._temporary_dir is not None:
-            self._temporary_dir.cleanup()
-            self._temporary_dir = None
+        self._remove_temporary_dir()
         LOGGER.debug("SamplePacs %s stopped", self.ae_title)
 
     def __enter__(self) -> SamplePacs:
@@ -297,6 +301,11 @@ class SamplePacs:
         self._storage_dir.mkdir(parents=True, exist_ok=True)
         return self._storage_dir
 
+    def _remove_temporary_dir(self) -> None:
+        if self._temporary_dir is not None:
+            self._temporary_dir.cleanup()
+            self._temporary_dir = None
+
     @property
     def _active_storage_dir(self) -> Path:
         if self._temporary_dir is not None:
@@ -327,7 +336,7 @@ class SamplePacs:
             level = read_level(identifier, levels)
             check_unique_keys(identifier, level, levels, retrieve=False)
         except IdentifierError as exc:
-            LOGGER.debug("C-FIND failed with 0xA900: %s", exc)
+            LOGGER.debug("C-FIND from %s failed with 0xA900: %s", _requester(event), exc)
             yield FIND_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
             return
 
@@ -353,19 +362,23 @@ class SamplePacs:
         destination_ae = (event.move_destination or "").strip()
         address = self._move_destinations.get(destination_ae)
         if address is None:
-            LOGGER.debug("C-MOVE failed with 0xA801: unknown Move Destination %r", destination_ae)
-            yield None, None  # pynetdicom answers 0xA801, Move Destination Unknown
+            LOGGER.debug(
+                "C-MOVE from %s failed with 0xA801: unknown Move Destination %r",
+                _requester(event),
+                destination_ae,
+            )
+            yield None, None  # pynetdicom sends 0xA801, Move Destination Unknown
             return
 
         levels = MOVE_MODELS[event.context.abstract_syntax]
         try:
             selection = self._select(event.identifier, levels)
         except IdentifierError as exc:
-            LOGGER.debug("C-MOVE failed with 0xA900: %s", exc)
+            LOGGER.debug("C-MOVE from %s failed with 0xA900: %s", _requester(event), exc)
             # NOTE: pynetdicom 3.0.4 sends no failure status before it has
-            # associated with the destination, so the destination sees an
-            # empty association, and the response counts one failed
-            # sub-operation.
+            # associated with the destination. So the destination receives an
+            # association without any C-STORE, and the response counts one
+            # failed sub-operation.
             yield address[0], address[1], {"contexts": [build_context(Verification)]}
             yield 1
             yield MOVE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
@@ -394,8 +407,8 @@ class SamplePacs:
         pynetdicom's C-MOVE loop always sends the originator, and it sends a
         Pending response only after it stored a yielded dataset itself. So the
         loop is pointed at a relay server of this PACS on a free loopback
-        port: the relay forwards each C-STORE over our own association to the
-        real destination without the originator, and returns the
+        port. The relay forwards each C-STORE over this PACS's own association
+        to the real destination without the originator, and returns the
         destination's status. pynetdicom then counts the sub-operations and
         sends the Pending and final responses as usual.
         """
@@ -404,16 +417,17 @@ class SamplePacs:
         )
         if not target.is_established:
             LOGGER.debug(
-                "C-MOVE failed with 0xA801: association with %s at %s:%d failed",
+                "C-MOVE from %s failed with 0xA801: association with %s at %s:%d failed",
+                _requester(event),
                 destination_ae,
                 address[0],
                 address[1],
             )
-            yield None, None  # what pynetdicom answers when it can't associate
+            yield None, None  # pynetdicom sends the same 0xA801 when it can't associate
             return
 
         relay = _start_server(
-            self._ae, (self._host, 0), [(evt.EVT_C_STORE, _relay_store, [target])]
+            self._ae, (RELAY_HOST, 0), [(evt.EVT_C_STORE, _relay_store, [target])]
         )
         try:
             relay_host, relay_port = relay.server_address[:2]
@@ -428,7 +442,7 @@ class SamplePacs:
         try:
             selection = self._select(event.identifier, levels)
         except IdentifierError as exc:
-            LOGGER.debug("C-GET failed with 0xA900: %s", exc)
+            LOGGER.debug("C-GET from %s failed with 0xA900: %s", _requester(event), exc)
             # pynetdicom 3.0.4 sends a failure status only inside the
             # sub-operation loop, so the response counts one failed sub-operation.
             yield 1
@@ -444,7 +458,7 @@ class SamplePacs:
     def _sub_operations(
         self, event: Event, selection: list[IndexedInstance], abort_after: int | None
     ) -> Iterator[SubOperationYield]:
-        """Yield the sub-operation count, then each instance read from disk just before it is sent."""
+        """Yield the sub-operation count, then each instance read from disk as it is sent."""
         yield len(selection)
         for done, instance in enumerate(selection):
             if abort_after is not None and done >= abort_after:
@@ -465,7 +479,11 @@ class SamplePacs:
         request = cast(C_STORE, event.request)
         sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
         if not _UID_PATTERN.match(sop_instance_uid) or len(sop_instance_uid) > 64:
-            LOGGER.debug("C-STORE failed: invalid SOP Instance UID %r", sop_instance_uid)
+            LOGGER.debug(
+                "C-STORE from %s failed: invalid SOP Instance UID %r",
+                _requester(event),
+                sop_instance_uid,
+            )
             return STORE_CANNOT_UNDERSTAND
 
         target = self._active_storage_dir / f"{sop_instance_uid}.dcm"
@@ -475,7 +493,9 @@ class SamplePacs:
             partial.write_bytes(event.encoded_dataset(include_meta=True))
             os.replace(partial, target)
         except OSError as exc:
-            LOGGER.debug("C-STORE failed: writing %s failed: %s", target, exc)
+            LOGGER.debug(
+                "C-STORE from %s failed: writing %s failed: %s", _requester(event), target, exc
+            )
             partial.unlink(missing_ok=True)
             return STORE_OUT_OF_RESOURCES
 
@@ -553,8 +573,8 @@ def _read_header(path: Path) -> IndexedInstance | None:
 def _wait_unless_cancelled(event: Event, seconds: float) -> bool:
     """Wait `seconds`, and return True as soon as a C-CANCEL for the request arrives.
 
-    pynetdicom forgets a C-CANCEL once event.is_cancelled has returned True,
-    so the caller must act on the value returned here.
+    pynetdicom removes a C-CANCEL from its queue once event.is_cancelled has
+    returned True, so the caller must act on the value returned here.
     """
     deadline = time.monotonic() + seconds
     while True:
@@ -566,17 +586,25 @@ def _wait_unless_cancelled(event: Event, seconds: float) -> bool:
         time.sleep(min(remaining, POLL_INTERVAL))
 
 
+def _requester(event: Event) -> str:
+    """Return the calling AE title of the association that `event` belongs to."""
+    return str(event.assoc.requestor.ae_title)
+
+
 def _reject_association(event: Event) -> None:
-    """Reject the association (fault); pynetdicom then skips the negotiation."""
+    """Reject the association for the reject_association fault.
+
+    pynetdicom skips the negotiation of an association rejected in EVT_REQUESTED.
+    """
     LOGGER.debug(
-        "Rejecting the association from %s (fault)", event.assoc.requestor.ae_title
+        "Rejecting the association from %s (fault)", _requester(event)
     )
     event.assoc.acse.send_reject(
         REJECT_PERMANENT, REJECT_SOURCE_SERVICE_USER, REJECT_CALLING_AE_NOT_RECOGNIZED
     )
     # send_reject only queues the A-ASSOCIATE-RJ. kill() waits until the DUL
-    # has sent it; without that, pynetdicom closes the socket first and the
-    # peer sees a bare disconnect. pynetdicom's own rejections do the same.
+    # has sent it, because otherwise pynetdicom closes the socket first and
+    # the peer gets a bare disconnect. pynetdicom's own rejections also call kill().
     event.assoc.kill()
 
 
