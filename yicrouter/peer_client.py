@@ -72,9 +72,21 @@ class PeerCall:
             if self._assoc is not None and self._assoc.is_established:
                 self._assoc.abort()
 
-    def _release(self, assoc: Association) -> None:
-        if assoc.is_established:
-            assoc.release()
+    def _exchange(self, sop_class_uid: str, exchange: Callable[[Association], None]) -> str | None:
+        """Associate, run `exchange`, then release; return what went wrong, or None."""
+        try:
+            assoc = self._associate(sop_class_uid)
+        except PeerError as exc:
+            return str(exc)
+        try:
+            exchange(assoc)
+            return None
+        except PeerError as exc:
+            return "aborted by the router" if self.aborted else str(exc)
+        finally:
+            resume_reactor(assoc)
+            if assoc.is_established:
+                assoc.release()
 
 
 @dataclass
@@ -94,12 +106,8 @@ class PeerFind(PeerCall):
         on_match: Callable[[Dataset], None],
     ) -> FindOutcome:
         outcome = FindOutcome()
-        try:
-            assoc = self._associate(model.find_sop_class)
-        except PeerError as exc:
-            outcome.error = str(exc)
-            return outcome
-        try:
+
+        def exchange(assoc: Association) -> None:
             for rsp_status, match in self._responses(assoc, model, identifier):
                 if status.is_pending(rsp_status):
                     if match is not None:
@@ -109,11 +117,10 @@ class PeerFind(PeerCall):
                 outcome.final_status = rsp_status
                 if rsp_status != status.SUCCESS and rsp_status != status.CANCEL:
                     outcome.error = f"final status 0x{rsp_status:04X}"
-        except PeerError as exc:
-            outcome.error = "aborted by deadline" if self.aborted else str(exc)
-        finally:
-            resume_reactor(assoc)
-            self._release(assoc)
+
+        error = self._exchange(model.find_sop_class, exchange)
+        if error is not None:
+            outcome.error = error
         return outcome
 
     def _responses(
@@ -174,12 +181,8 @@ class PeerMove(PeerCall):
         on_progress: Callable[[MoveProgress], None],
     ) -> MoveOutcome:
         outcome = MoveOutcome()
-        try:
-            assoc = self._associate(model.move_sop_class)
-        except PeerError as exc:
-            outcome.error = str(exc)
-            return outcome
-        try:
+
+        def exchange(assoc: Association) -> None:
             self._watch_for_cancel(assoc, model, message_id)
             pause_reactor(assoc)
             responses = assoc.send_c_move(
@@ -187,11 +190,8 @@ class PeerMove(PeerCall):
             )
             for rsp, rsp_identifier in responses:
                 self._handle_response(rsp, rsp_identifier, outcome, on_progress)
-        except PeerError as exc:
-            outcome.error = "aborted" if self.aborted else str(exc)
-        finally:
-            resume_reactor(assoc)
-            self._release(assoc)
+
+        outcome.error = self._exchange(model.move_sop_class, exchange)
         return outcome
 
     def _handle_response(
