@@ -179,7 +179,10 @@ class Forwarder:
         if instance.transfer_syntax in _UNCOMPRESSED and self._accepts_uncompressed(assoc, instance):
             # Implicit and Explicit VR Little Endian convert into each other
             # without loss, so pynetdicom may re-encode the decoded data set.
-            return dcmread(instance.path)
+            try:
+                return dcmread(instance.path)
+            except Exception as exc:  # pydicom raises many types on malformed data
+                return ForwardResult(status.STORE_CANNOT_UNDERSTAND, f"instance could not be decoded: {exc}")
         # TODO: decode compressed and Big Endian instances and send them in an
         # accepted uncompressed transfer syntax; until then they fail here.
         reason = (

@@ -18,9 +18,13 @@ from pynetdicom.association import Association
 
 from yicrouter import status
 from yicrouter.config import PeerSettings
+from yicrouter.logs import get_logger
 from yicrouter.net import TUNING_HANDLERS
 from yicrouter.reactor import pause_reactor, resume_reactor
 from yicrouter.query import InformationModel, split_values
+
+
+log = get_logger(__name__)
 
 
 class PeerError(Exception):
@@ -83,6 +87,9 @@ class PeerCall:
             return None
         except PeerError as exc:
             return "aborted by the router" if self.aborted else str(exc)
+        except Exception as exc:  # pynetdicom and pydicom raise many types
+            log.exception("peer_call_error", peer=self.peer.name, peer_ae_title=self.peer.ae_title)
+            return f"unexpected error: {type(exc).__name__}: {exc}"
         finally:
             resume_reactor(assoc)
             if assoc.is_established:

@@ -1,9 +1,9 @@
 """The C-MOVE relay loop: peer C-MOVE in, C-STOREs out, live counts back.
 
-It runs in the requester's association thread. A helper thread runs the C-MOVE
-at the peer; the C-STORE handler drops each received instance into the move's
-inbox, and this loop forwards it to the Move Destination at once and sends a
-Pending response with the router's own counts. The final response goes out
+It runs in the requester's association thread, while a helper thread runs the
+C-MOVE at the peer. The C-STORE handler puts each received instance into the
+move's inbox. This loop forwards it to the Move Destination at once, then
+sends a Pending response with the router's own counts. The final response goes out
 only after the last forward has finished.
 """
 

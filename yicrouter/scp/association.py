@@ -2,7 +2,7 @@
 
 pynetdicom's built-in C-MOVE SCP (3.0.4) needs the number of sub-operations
 before the first instance, takes only decoded Datasets, and opens the Move
-Destination association before any instance is known. A relay knows none of
+Destination association before any instance is known. A relay has none of
 that in advance, and decoding every instance costs time and memory. So the
 router's acceptor association hands C-MOVE requests to `serve_move`, which
 owns the destination association and sends the received bytes unchanged.

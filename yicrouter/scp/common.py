@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class RouterServices:
-    """What every SCP handler needs: the config and the shared router state."""
+    """The config and shared router state that every SCP handler uses."""
 
     config: Config
     moves: "MoveRegistry"

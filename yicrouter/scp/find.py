@@ -105,5 +105,5 @@ def _relay_matches(
 def _record_sightings(sightings: list[routing.Sighting], context: dict[str, Any]) -> None:
     try:
         routing.record(sightings)
-    except Exception:  # a database fault must not lose the workstation's answer
+    except Exception:  # a database fault must not cost the workstation its final response
         log.exception("routing_record_failed", **context, sightings=len(sightings))

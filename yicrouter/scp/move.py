@@ -1,4 +1,4 @@
-"""C-MOVE SCP: check the request, find the peer, relay, and answer.
+"""C-MOVE SCP: check the request, find the peer, relay, and respond.
 
 The router owns the whole C-MOVE SCP exchange (see scp/association.py for
 why), so this module builds and sends every C-MOVE response itself.
@@ -93,7 +93,7 @@ def serve_move(assoc: Any, request: C_MOVE, context: PresentationContext, servic
     started = time.monotonic()
     try:
         _serve(responder, services, log_context, started)
-    except Exception:  # the requester must always get an answer
+    except Exception:  # the requester must always get a final response
         log.exception("move_failed_unexpectedly", **log_context)
         responder.send_failure(status.MOVE_UNABLE_TO_PROCESS, "internal error")
 

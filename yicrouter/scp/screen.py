@@ -1,4 +1,4 @@
-"""Reject an A-ASSOCIATE-RQ whose AE titles are all spaces, before pynetdicom sees it.
+"""Reject an A-ASSOCIATE-RQ whose AE titles are all spaces, before pynetdicom decodes it.
 
 PS3.5 table 6.2-1 forbids an AE title of spaces only. pynetdicom 3.0.4 fails
 to decode such a request and answers with A-ABORT, logging a traceback. The
