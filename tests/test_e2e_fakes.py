@@ -50,6 +50,7 @@ def _studies(seed_dir: Path) -> dict[str, SeedStudy]:
         "b": study("b", ("MR_small.dcm",), 5),
         "c": study("c", ("CT_small.dcm",), 6),
         "d": study("d", ("MR_small.dcm",), 2),
+        "e": study("e", ("CT_small.dcm",), 1),
     }
 
 
@@ -226,6 +227,22 @@ def test_final_response_after_last_forward(start_region: Callable[..., FakeRegio
     assert completed == sorted(completed), "Completed counts went backwards"
     assert completed[-1] == len(study.files)
     assert all(rsp.Status == status.PENDING for rsp in pending)
+
+
+def test_slow_peer_move_sends_keepalive(start_region: Callable[..., FakeRegion]) -> None:
+    region = start_region({"sluggish": (FaultOptions(store_delay=7.0), ["e"])})
+    node = region.workstations["WS1"]
+    destination = SlowDestination("WS1", node.port)
+    destination.start()
+    try:
+        responses = _move_with_timestamps(region.router, "WS1", region.studies["e"])
+    finally:
+        destination.stop()
+    pending = [(at, rsp) for at, rsp in responses if rsp.Status == status.PENDING]
+    assert responses[-1][1].Status == status.SUCCESS
+    assert pending, "no Pending response while the peer was silent"
+    assert pending[0][0] < min(destination.arrivals), "the first Pending came only after the instance"
+    assert int(pending[0][1].NumberOfCompletedSuboperations) == 0
 
 
 # --- C-FIND streaming and peer deadlines -------------------------------------------

@@ -27,6 +27,10 @@ log = get_logger(__name__)
 
 # Seconds between checks for C-CANCEL and a lost requester while idle.
 _POLL_INTERVAL = 0.2
+# Seconds without a Pending response after which the router sends one with
+# unchanged counts, so a requester waiting on a slow peer (for example one
+# large instance) sees that the move is alive.
+_QUIET_PENDING_INTERVAL = 5.0
 
 
 @dataclass
@@ -94,6 +98,7 @@ class MoveRelay:
         self._log = log.bind(**log_context)
         self._current: PeerMove | None = None
         self._stop = threading.Event()
+        self._last_pending_at = time.monotonic()
         self.counts = MoveCounts()
 
     def run(self) -> RelayResult:
@@ -114,6 +119,8 @@ class MoveRelay:
             try:
                 item = self.job.inbox.get(timeout=_POLL_INTERVAL)
             except queue.Empty:
+                if time.monotonic() - self._last_pending_at > _QUIET_PENDING_INTERVAL:
+                    self._report_progress()
                 continue
             if isinstance(item, PeerFinished):
                 result.outcome, result.peer = item.outcome, item.peer
@@ -131,6 +138,10 @@ class MoveRelay:
             self._spool.keep_failed(instance.path)
         else:
             self._spool.discard(instance.path)
+        self._report_progress()
+
+    def _report_progress(self) -> None:
+        self._last_pending_at = time.monotonic()
         self._send_pending(self.counts, self._remaining())
 
     def _remaining(self) -> int:
