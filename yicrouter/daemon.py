@@ -30,6 +30,11 @@ from yicrouter.spool import Spool
 
 log = get_logger(__name__)
 
+# Seconds of silence after which an accepted connection is closed.
+_NETWORK_TIMEOUT = 60.0
+# Seconds to wait for an A-ASSOCIATE-RQ after a connection opens.
+_ACSE_TIMEOUT = 30.0
+
 # PS3.4 A.4: the Verification SOP Class, served for C-ECHO.
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
@@ -42,6 +47,12 @@ def _build_ae(config: Config) -> AE:
     ae = AE(ae_title=router.ae_title)
     ae.maximum_pdu_size = router.max_pdu
     ae.maximum_associations = 64
+    # Close a connection that sends nothing for this many seconds, including
+    # one that stops in the middle of a PDU.
+    ae.network_timeout = _NETWORK_TIMEOUT
+    ae.acse_timeout = _ACSE_TIMEOUT
+    # Reject an A-ASSOCIATE-RQ whose Called AE Title is not the router's.
+    ae.require_called_aet = True
     ae.add_supported_context(VERIFICATION_SOP_CLASS, ALL_TRANSFER_SYNTAXES)
     for model in InformationModel:
         ae.add_supported_context(model.find_sop_class, ALL_TRANSFER_SYNTAXES)
