@@ -51,6 +51,11 @@ def _studies(seed_dir: Path) -> dict[str, SeedStudy]:
         "c": study("c", ("CT_small.dcm",), 6),
         "d": study("d", ("MR_small.dcm",), 2),
         "e": study("e", ("CT_small.dcm",), 1),
+        # Two different people who happen to have the same Patient ID at two trusts.
+        "alpha": build_study(seed_dir / "alpha", patient_id="DUP-1", patient_name="Alpha^Ann",
+                             accession_number="FKALPHA", sources=("CT_small.dcm",)),
+        "beta": build_study(seed_dir / "beta", patient_id="DUP-1", patient_name="Beta^Bob",
+                            accession_number="FKBETA", sources=("MR_small.dcm",)),
     }
 
 
@@ -334,7 +339,108 @@ def test_cancel_move_stops_forwarding(start_region: Callable[..., FakeRegion], t
         delivered = len(ws1.received())
         assert delivered < len(study.files)
         assert final.NumberOfCompletedSuboperations == delivered
+        assert final.NumberOfRemainingSuboperations > 0
         time.sleep(1.0)  # no C-STORE may reach the destination after the cancel
         assert len(ws1.received()) == delivered
+    finally:
+        ws1.stop()
+
+
+# --- Patient IDs shared by different people at different trusts --------------------
+
+
+def _patient_root_find(router: RouterProcess, level: str, **keys: str) -> list[Dataset]:
+    query = {"QueryRetrieveLevel": level, "PatientID": "DUP-1", "PatientName": None, **keys}
+    result = run_findscu(router.node, query, model="patient", calling_ae="WS1")
+    assert result.final_status == status.SUCCESS, result.describe()
+    return result.datasets
+
+
+def test_same_patient_id_different_people_listed(start_region: Callable[..., FakeRegion]) -> None:
+    region = start_region({"left": (FaultOptions(), ["alpha"]), "right": (FaultOptions(), ["beta"])})
+    names = sorted(str(ds.PatientName) for ds in _patient_root_find(region.router, "PATIENT"))
+    assert names == ["Alpha^Ann", "Beta^Bob"]
+
+
+def test_patient_move_refused_when_ambiguous(start_region: Callable[..., FakeRegion], tmp_path: Path) -> None:
+    region = start_region({"left": (FaultOptions(), ["alpha"]), "right": (FaultOptions(), ["beta"])})
+    ws1 = _storescp(region, "WS1", tmp_path)
+    try:
+        _patient_root_find(region.router, "PATIENT")
+        result = run_movescu(region.router.node, "WS1", {"QueryRetrieveLevel": "PATIENT", "PatientID": "DUP-1"},
+                             model="patient", calling_ae="WS1", timeout=60.0)
+        assert result.final_status == status.MOVE_UNABLE_TO_PROCESS, result.describe()
+        assert ws1.received() == []
+        region.router.wait_for_log(r"move_rejected.*several trusts")
+
+        study_move = run_movescu(region.router.node, "WS1", _study_keys(region.studies["alpha"]),
+                                 calling_ae="WS1", timeout=60.0)
+        assert study_move.final_status == status.SUCCESS, study_move.describe()
+    finally:
+        ws1.stop()
+
+
+# --- Locating data when its only holder can't be searched ---------------------------
+
+
+def test_move_fails_when_holder_unsearchable(start_region: Callable[..., FakeRegion], tmp_path: Path) -> None:
+    region = start_region({"fast": (FaultOptions(), ["a"]), "closed": (FaultOptions(reject_association=True), ["b"])})
+    ws1 = _storescp(region, "WS1", tmp_path)
+    try:
+        result = run_movescu(region.router.node, "WS1", _study_keys(region.studies["b"]), calling_ae="WS1",
+                             timeout=60.0)
+        assert result.final_status == status.MOVE_UNABLE_TO_PROCESS, result.describe()
+        region.router.wait_for_log(r"move_rejected.*could not be searched: closed")
+    finally:
+        ws1.stop()
+
+
+# --- Peers may deliver, not query ------------------------------------------------------
+
+
+def test_peer_ae_may_not_query(start_region: Callable[..., FakeRegion]) -> None:
+    region = start_region({"fast": (FaultOptions(), ["a"])})
+    peer_ae = region.peers["fast"].ae_title
+    result = run_findscu(region.router.node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": None},
+                         calling_ae=peer_ae)
+    assert result.final_status == status.REFUSED_NOT_AUTHORIZED, result.describe()
+    assert result.datasets == []
+
+
+def test_peer_ae_may_not_move(start_region: Callable[..., FakeRegion], tmp_path: Path) -> None:
+    region = start_region({"fast": (FaultOptions(), ["a"])})
+    ws1 = _storescp(region, "WS1", tmp_path)
+    try:
+        result = run_movescu(region.router.node, "WS1", _study_keys(region.studies["a"]),
+                             calling_ae=region.peers["fast"].ae_title, timeout=60.0)
+        assert result.final_status == status.REFUSED_NOT_AUTHORIZED, result.describe()
+        assert ws1.received() == []
+    finally:
+        ws1.stop()
+
+
+# --- A requester that goes away --------------------------------------------------------
+
+
+def test_move_continues_after_requester_lost(start_region: Callable[..., FakeRegion], tmp_path: Path) -> None:
+    region = start_region({"slow": (FaultOptions(store_delay=0.3), ["c"])})
+    ws1 = _storescp(region, "WS1", tmp_path)
+    study = region.studies["c"]
+    ae = AE(ae_title="WS1")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", region.router.port, ae_title=ROUTER_AE)
+    assert assoc.is_established
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study.study_uid
+    try:
+        for rsp, _ in assoc.send_c_move(identifier, "WS1", StudyRootQueryRetrieveInformationModelMove):
+            if rsp.get("Status") == status.PENDING:
+                assoc.abort()
+                break
+        ws1.wait_for_files(len(study.files), timeout=30.0)
+        assert _received_uids(ws1) == sorted(study.sop_instance_uids)
+        region.router.wait_for_log(r"move_requester_lost")
+        region.router.wait_for_log(r"move_completed.*requester_lost=True")
     finally:
         ws1.stop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -277,6 +278,30 @@ def test_unknown_calling_ae_rejected(router: RouterProcess) -> None:
     assert "Association Rejected" in result.output, result.describe()
     lines = _wait_for_event(router, "association_rejected", log_offset)
     assert "calling_ae_title=NOSUCHWS" in lines[-1]
+
+
+def test_wrong_called_ae_rejected(router: RouterProcess) -> None:
+    log_offset = len(router.log_text())
+
+    result = run_echoscu(DicomNode("NOTROUTER", router.node.port), calling_ae="WS1")
+
+    assert "Association Rejected" in result.output, result.describe()
+    assert "Called AE Title Not Recognized" in result.output, result.describe()
+    lines = _wait_for_event(router, "association_rejected", log_offset)
+    assert "called_ae_title=NOTROUTER" in lines[-1]
+    assert "called AE title is not the router's" in lines[-1]
+
+
+def test_garbage_bytes_logged(router: RouterProcess) -> None:
+    log_offset = len(router.log_text())
+
+    with socket.create_connection(("127.0.0.1", router.node.port), timeout=5.0) as connection:
+        connection.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        reply = connection.recv(64)
+
+    assert reply[:1] in (b"\x07", b""), reply  # A-ABORT, or the connection simply closed
+    _wait_for_event(router, "connection_closed", log_offset)
+    assert echo_succeeds(router.node, calling_ae="WS1")
 
 
 # --- no patient data in INFO logs ---------------------------------------------

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import structlog
+from pydicom import config as pydicom_config
 from pynetdicom import _config as pynetdicom_config
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -39,6 +40,7 @@ def configure_logging(level: str = "info", log_format: str = "console") -> None:
         cache_logger_on_first_use=False,
     )
     quiet_pynetdicom()
+    quiet_pydicom()
 
 
 def quiet_pynetdicom() -> None:
@@ -56,6 +58,15 @@ def quiet_pynetdicom() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
         pynetdicom_logger.addHandler(handler)
     pynetdicom_logger.propagate = False
+
+
+def quiet_pydicom() -> None:
+    """Stop pydicom from printing a UserWarning for each invalid value it reads.
+
+    The router checks the values it acts on and logs its own events, so the
+    warnings would only add unstructured lines, some with patient data.
+    """
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 
 def get_logger(name: str) -> Any:

@@ -55,21 +55,36 @@ class MoveCounts:
             self.failed_uids.append(instance.sop_instance_uid)
 
 
+def announced_total(progress: MoveProgress) -> int | None:
+    """Return the number of sub-operations the peer announced, or None before it did."""
+    if progress.remaining is None:
+        return None
+    return progress.remaining + progress.completed + progress.failed + progress.warning
+
+
 @dataclass
 class RelayResult:
     counts: MoveCounts
     outcome: MoveOutcome | None
-    peer: PeerSettings | None
+    job: MoveJob
     cancelled: bool = False
     requester_lost: bool = False
     timed_out: bool = False
 
-    def remaining(self) -> int:
-        """Sub-operations the peer announced but that never reached the router."""
-        if self.outcome is None:
-            return 0
-        progress = self.outcome.progress
-        return progress.remaining or 0
+    @property
+    def peer(self) -> PeerSettings | None:
+        return self.job.peer
+
+    def unreceived(self) -> int | None:
+        """Return how many announced sub-operations never reached the router.
+
+        None means the peer never announced a total, so the number is unknown.
+        Sub-operations that the peer itself counts as failed are not included.
+        """
+        announced = announced_total(self.job.peer_progress)
+        if announced is None:
+            return None
+        return max(announced - self.job.peer_progress.failed - len(self.job.received_uids), 0)
 
 
 class MoveRelay:
@@ -102,17 +117,23 @@ class MoveRelay:
         self.counts = MoveCounts()
 
     def run(self) -> RelayResult:
+        """Relay until the peer has finished and every received instance is forwarded.
+
+        A requester that goes away does not stop the move: the Move
+        Destination still gets the study, and only the responses stop.
+        """
         threading.Thread(target=self._run_peer_moves, name=f"move-{self.job.id}", daemon=True).start()
         deadline = time.monotonic() + max(p.move_deadline for p in self._peers)
-        result = RelayResult(self.counts, None, None)
+        result = RelayResult(self.counts, None, self.job)
         while True:
-            if self._is_cancelled():
-                result.cancelled = True
-            elif not self._requester_alive():
+            if not result.requester_lost and not self._requester_alive():
                 result.requester_lost = True
+                self._log.warning("move_requester_lost", reason="the requester's association closed")
+            if not result.requester_lost and self._is_cancelled():
+                result.cancelled = True
             elif time.monotonic() > deadline:
                 result.timed_out = True
-            if result.cancelled or result.requester_lost or result.timed_out:
+            if result.cancelled or result.timed_out:
                 self._stop_peer(cancel=result.cancelled)
                 self._empty_inbox(keep=not result.cancelled)
                 return result
@@ -120,38 +141,42 @@ class MoveRelay:
                 item = self.job.inbox.get(timeout=_POLL_INTERVAL)
             except queue.Empty:
                 if time.monotonic() - self._last_pending_at > _QUIET_PENDING_INTERVAL:
-                    self._report_progress()
+                    self._report_progress(result.requester_lost)
                 continue
             if isinstance(item, PeerFinished):
-                result.outcome, result.peer = item.outcome, item.peer
+                result.outcome = item.outcome
                 return result
             self._forward(item)
+            self._report_progress(result.requester_lost)
 
     def _forward(self, instance: ReceivedInstance) -> None:
         forwarded = self._forwarder.send(instance)
         self.counts.add(instance, forwarded.status)
         if status.is_failure(forwarded.status):
-            self._log.warning(
+            # The first failure of a move is a warning; the rest would repeat
+            # it per instance, so they go to DEBUG and move_completed counts them.
+            level = "warning" if self.counts.failed == 1 else "debug"
+            getattr(self._log, level)(
                 "forward_failed", sop_instance_uid=instance.sop_instance_uid,
                 store_status=f"0x{forwarded.status:04X}", reason=forwarded.reason,
             )
             self._spool.keep_failed(instance.path)
         else:
             self._spool.discard(instance.path)
-        self._report_progress()
 
-    def _report_progress(self) -> None:
+    def _report_progress(self, requester_lost: bool) -> None:
         self._last_pending_at = time.monotonic()
-        self._send_pending(self.counts, self._remaining())
+        if not requester_lost:
+            self._send_pending(self.counts, self.remaining())
 
-    def _remaining(self) -> int:
-        progress: MoveProgress = self.job.peer_progress
-        queued = self.job.inbox.qsize()
-        if progress.remaining is None:
-            return queued
-        announced = progress.remaining + progress.completed + progress.warning
+    def remaining(self) -> int:
+        """Return the sub-operations not yet done: announced by the peer, or queued."""
         done = self.counts.completed + self.counts.failed + self.counts.warning
-        return max(announced - done, queued, 0)
+        queued = max(len(self.job.received_uids) - done, 0)
+        announced = announced_total(self.job.peer_progress)
+        if announced is None:
+            return queued
+        return max(announced - self.job.peer_progress.failed - done, queued, 0)
 
     def _run_peer_moves(self) -> None:
         """Try each peer that holds the data until one delivers or fails partway."""

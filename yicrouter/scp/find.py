@@ -14,8 +14,13 @@ from yicrouter.fanout import Fanout
 from yicrouter.logs import get_logger
 from yicrouter.query import UNIQUE_KEYS, InvalidIdentifier, Query, model_for_sop_class, parse_find
 from yicrouter.scp.common import RouterServices, association_log_context, status_with_comment
+from yicrouter.scp.events import connection_closed
 
 log = get_logger(__name__)
+
+# Return keys added at PATIENT level, so that patients with the same ID at
+# different trusts are told apart; see duplicate_key().
+_PATIENT_IDENTITY_KEYS = ("PatientName", "PatientBirthDate")
 
 # Keys the router always returns, whether requested or not.
 _ALWAYS_RETURNED = ("SpecificCharacterSet", "QueryRetrieveLevel", "RetrieveAETitle")
@@ -33,6 +38,10 @@ def upstream_identifier(query: Query) -> Dataset:
         keyword = UNIQUE_KEYS[level]
         if keyword not in identifier:
             setattr(identifier, keyword, "")
+    if query.level == "PATIENT":
+        for keyword in _PATIENT_IDENTITY_KEYS:
+            if keyword not in identifier:
+                setattr(identifier, keyword, "")
     return identifier
 
 
@@ -49,9 +58,27 @@ def response_identifier(match: Dataset, query: Query, router_ae_title: str) -> D
     return response
 
 
+def duplicate_key(match: Dataset, query: Query) -> str:
+    """Return the key that identifies a match across peers, or '' without a unique key.
+
+    Patient IDs are unique only within one trust, so at PATIENT level two
+    matches are the same patient only when ID, name and birth date all agree.
+    """
+    key = str(match.get(query.unique_key, "") or "").strip()
+    if query.level != "PATIENT" or not key:
+        return key
+    name = str(match.get("PatientName", "") or "").strip().upper()
+    birth_date = str(match.get("PatientBirthDate", "") or "").strip()
+    return "\\".join((key, name, birth_date))
+
+
 def handle_find(event: Any, services: RouterServices) -> Iterator[tuple[Any, Dataset | None]]:
     """Handle EVT_C_FIND; pynetdicom sends each yielded (status, identifier)."""
     context = association_log_context(event.assoc)
+    if services.config.workstation_by_ae_title(context["calling_ae_title"]) is None:
+        log.warning("find_rejected", **context, reason="calling AE title is not a configured workstation")
+        yield status_with_comment(status.REFUSED_NOT_AUTHORIZED, "not a configured workstation"), None
+        return
     model = model_for_sop_class(str(event.request.AffectedSOPClassUID))
     try:
         identifier = event.identifier
@@ -79,8 +106,11 @@ def _relay_matches(
     sightings: list[routing.Sighting] = []
     dropped = 0
     identifier = upstream_identifier(query)
-    for peer, match in fanout.matches(query.model, identifier, lambda: bool(event.is_cancelled)):
-        key = str(match.get(query.unique_key, "") or "").strip()
+    def stop_requested() -> bool:
+        return bool(event.is_cancelled) or connection_closed(event.assoc)
+
+    for peer, match in fanout.matches(query.model, identifier, stop_requested):
+        key = duplicate_key(match, query)
         if not key:
             dropped += 1
             continue

@@ -7,6 +7,7 @@ matches are recorded before the table is asked again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -21,15 +22,24 @@ from yicrouter.scp.common import RouterServices
 log = get_logger(__name__)
 
 
-def locate_peers(query: Query, services: RouterServices, log_context: dict[str, Any]) -> list[PeerSettings]:
-    """Return the configured peers that hold the data, most recently seen first."""
+@dataclass
+class Location:
+    """The peers that hold the data, most recently seen first, and those not searched."""
+
+    peers: list[PeerSettings] = field(default_factory=list)
+    unsearched: list[str] = field(default_factory=list)
+
+
+def locate_peers(query: Query, services: RouterServices, log_context: dict[str, Any]) -> Location:
+    """Return where the data is, from the routing table or a targeted C-FIND."""
     values = query.key_values(query.unique_key)
     names = routing.peers_holding(query.level, values)
+    unsearched: list[str] = []
     if not names:
-        _targeted_find(query, services, log_context)
+        unsearched = _targeted_find(query, services, log_context)
         names = routing.peers_holding(query.level, values)
     peers = [services.config.peer_by_name(name) for name in names]
-    return [peer for peer in peers if peer is not None]
+    return Location([peer for peer in peers if peer is not None], unsearched)
 
 
 def _locator_identifier(query: Query) -> Dataset:
@@ -43,7 +53,8 @@ def _locator_identifier(query: Query) -> Dataset:
     return identifier
 
 
-def _targeted_find(query: Query, services: RouterServices, log_context: dict[str, Any]) -> None:
+def _targeted_find(query: Query, services: RouterServices, log_context: dict[str, Any]) -> list[str]:
+    """Ask every peer where the data is and record the answers; return the peers that failed."""
     router = services.config.router
     fanout = Fanout(services.config.peers, router.ae_title, router.max_pdu, log_context)
     sightings = [
@@ -55,3 +66,4 @@ def _targeted_find(query: Query, services: RouterServices, log_context: dict[str
         "move_located", **log_context, peers_asked=fanout.result.peers_asked,
         found_at=sorted({s.peer for s in sightings}), failed_peers=sorted(fanout.result.failed_peers),
     )
+    return sorted(fanout.result.failed_peers)

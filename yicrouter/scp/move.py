@@ -7,6 +7,7 @@ why), so this module builds and sends every C-MOVE response itself.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
@@ -22,7 +23,8 @@ from yicrouter.moves import MoveJob
 from yicrouter.query import InvalidIdentifier, Query, model_for_sop_class, parse_retrieve
 from yicrouter.relay import MoveCounts, MoveRelay, RelayResult
 from yicrouter.scp.common import RouterServices, association_log_context
-from yicrouter.scp.locate import locate_peers
+from yicrouter.scp.events import connection_closed
+from yicrouter.scp.locate import Location, locate_peers
 
 log = get_logger(__name__)
 
@@ -49,7 +51,7 @@ class MoveResponder:
         return self.request.MessageID in self.assoc.dimse.cancel_req
 
     def requester_alive(self) -> bool:
-        return bool(self.assoc.is_established)
+        return not connection_closed(self.assoc)
 
     def send(
         self,
@@ -75,7 +77,7 @@ class MoveResponder:
             syntax = self.context.transfer_syntax[0]
             encoded = encode(identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
             rsp.Identifier = BytesIO(encoded or b"")
-        if self.assoc.is_established:
+        if self.requester_alive():
             self.assoc.dimse.send_msg(rsp, self.context.context_id)
 
     def send_pending(self, counts: MoveCounts, remaining: int) -> None:
@@ -100,6 +102,10 @@ def serve_move(assoc: Any, request: C_MOVE, context: PresentationContext, servic
 
 def _serve(responder: MoveResponder, services: RouterServices, log_context: dict[str, Any], started: float) -> None:
     request = responder.request
+    if services.config.workstation_by_ae_title(log_context["calling_ae_title"]) is None:
+        log.warning("move_rejected", **log_context, reason="calling AE title is not a configured workstation")
+        responder.send_failure(status.REFUSED_NOT_AUTHORIZED, "not a configured workstation")
+        return
     move_destination = str(request.MoveDestination or "").strip()
     log_context["move_destination"] = move_destination
     destination = services.config.workstation_by_ae_title(move_destination)
@@ -111,9 +117,16 @@ def _serve(responder: MoveResponder, services: RouterServices, log_context: dict
     if query is None:
         return
     log_context.update(level=query.level, **_uid_context(query))
-    peers = locate_peers(query, services, log_context)
+    location = locate_peers(query, services, log_context)
+    refusal = _refusal(query, location)
+    if refusal is not None:
+        log.warning("move_rejected", **log_context, reason=refusal)
+        responder.send_failure(status.MOVE_UNABLE_TO_PROCESS, refusal)
+        return
+    peers = location.peers
     if not peers:
-        log.warning("move_no_location", **log_context, reason="no peer holds the requested data")
+        log.info("move_completed", **log_context, status=f"0x{status.SUCCESS:04X}", instances=0,
+                 reason="no peer holds the requested data")
         responder.send(status.SUCCESS, MoveCounts())
         return
     job = MoveJob(
@@ -126,6 +139,17 @@ def _serve(responder: MoveResponder, services: RouterServices, log_context: dict
     log_context["move_id"] = job.id
     result = _relay(job, peers, responder, services, log_context)
     _finish(responder, result, services, log_context, started)
+
+
+def _refusal(query: Query, location: Location) -> str | None:
+    """Return why a retrieve must not go ahead, or None."""
+    if not location.peers and location.unsearched:
+        return f"peers could not be searched: {', '.join(location.unsearched)}"
+    if query.level == "PATIENT" and len(location.peers) > 1:
+        # Patient IDs are unique only within one trust: moving by Patient ID
+        # from several trusts could deliver another person's images.
+        return "Patient ID is held at several trusts; retrieve at STUDY level"
+    return None
 
 
 def _parse(responder: MoveResponder, log_context: dict[str, Any]) -> Query | None:
@@ -177,51 +201,72 @@ def _relay(job: MoveJob, peers: list[Any], responder: MoveResponder, services: R
 
 def _finish(responder: MoveResponder, result: RelayResult, services: RouterServices,
             log_context: dict[str, Any], started: float) -> None:
-    code, counts = final_status(result)
-    failed_list = Dataset()
-    failed_list.FailedSOPInstanceUIDList = counts.failed_uids
-    identifier = failed_list if code != status.SUCCESS and counts.failed_uids else None
-    remaining = result.remaining() if code == status.CANCEL else None
-    responder.send(code, counts, remaining, identifier)
+    final = final_response(result)
+    counts = final.counts
+    identifier = None
+    if final.status != status.SUCCESS and counts.failed_uids:
+        identifier = Dataset()
+        identifier.FailedSOPInstanceUIDList = counts.failed_uids
+    responder.send(final.status, counts, final.remaining, identifier, final.error_comment)
     outcome = result.outcome
-    log.info(
+    level = "info" if final.status == status.SUCCESS else "warning"
+    getattr(log, level)(
         "move_completed", **log_context,
         peer=result.peer.name if result.peer else None,
-        status=f"0x{code:04X}", instances=counts.completed + counts.warning,
+        status=f"0x{final.status:04X}", instances=counts.completed + counts.warning,
         failed=counts.failed, warning=counts.warning, bytes=counts.bytes_forwarded,
         cancelled=result.cancelled, requester_lost=result.requester_lost, timed_out=result.timed_out,
         peer_error=outcome.error if outcome else None,
         peer_status=f"0x{outcome.final_status:04X}" if outcome and outcome.final_status is not None else None,
+        reason=final.error_comment,
         duration_ms=round((time.monotonic() - started) * 1000),
     )
 
 
-def final_status(result: RelayResult) -> tuple[int, MoveCounts]:
-    """Return the final C-MOVE status and counts, following PS3.4 C.4.2.1.5.
+@dataclass
+class FinalResponse:
+    status: int
+    counts: MoveCounts
+    remaining: int | None = None
+    error_comment: str | None = None
 
-    Instances that the peer failed to send to the router count as failed
-    sub-operations, as do those it announced but never sent before it aborted.
+
+def _peer_failure(result: RelayResult) -> str | None:
+    """Return why the peer's C-MOVE did not complete, or None when it did."""
+    outcome = result.outcome
+    if result.timed_out:
+        return "peer missed its move deadline"
+    if outcome is None:
+        return "peer move did not finish"
+    if outcome.error is not None:
+        return f"peer {outcome.error}"
+    if outcome.final_status is not None and status.is_failure(outcome.final_status):
+        return f"peer ended the move with 0x{outcome.final_status:04X}"
+    return None
+
+
+def final_response(result: RelayResult) -> FinalResponse:
+    """Return the final C-MOVE response, following PS3.4 C.4.2.1.5.
+
+    Sub-operations that the peer reports as failed count as failed, and so do
+    those it announced but never sent when it ended the move early. When the
+    peer broke off without saying how many sub-operations it had, the number
+    missing is unknown, so the status is a failure, never Success.
     """
     counts = result.counts
     if result.cancelled:
-        return status.CANCEL, counts
+        return FinalResponse(status.CANCEL, counts, remaining=result.unreceived() or 0)
     outcome = result.outcome
     if outcome is not None:
-        peer_failed = outcome.progress.failed
-        if outcome.error is not None or result.timed_out:
-            peer_failed += outcome.progress.remaining or 0
-        counts.failed += peer_failed
+        counts.failed += outcome.progress.failed
         counts.failed_uids.extend(uid for uid in outcome.failed_uids if uid not in counts.failed_uids)
-    attempted = counts.completed + counts.warning + counts.failed
-    if attempted == 0:
-        if outcome is None or outcome.error is not None or result.timed_out:
-            return status.MOVE_UNABLE_TO_PROCESS, counts
-        final = outcome.final_status
-        if final is not None and status.is_failure(final):
-            return status.MOVE_UNABLE_TO_PROCESS, counts
-        return status.SUCCESS, counts
-    if counts.failed == 0 and counts.warning == 0 and not result.timed_out:
-        return status.SUCCESS, counts
+    broken = _peer_failure(result)
+    if broken is not None:
+        counts.failed += result.unreceived() or 0
+        if counts.completed + counts.warning == 0 or counts.failed == 0:
+            return FinalResponse(status.MOVE_UNABLE_TO_PROCESS, counts, error_comment=broken)
+    if counts.failed == 0 and counts.warning == 0:
+        return FinalResponse(status.SUCCESS, counts)
     if counts.completed + counts.warning == 0:
-        return status.MOVE_OUT_OF_RESOURCES_SUBOPERATIONS, counts
-    return status.MOVE_SUBOPERATIONS_WARNING, counts
+        return FinalResponse(status.MOVE_OUT_OF_RESOURCES_SUBOPERATIONS, counts)
+    return FinalResponse(status.MOVE_SUBOPERATIONS_WARNING, counts, error_comment=broken)

@@ -22,6 +22,9 @@ _ASSOCIATE_RQ = 0x01
 _HEADER_LENGTH = 42
 _CALLED_AE = slice(10, 26)
 _CALLING_AE = slice(26, 42)
+# An A-ASSOCIATE-RQ carries at most 128 presentation contexts and a few
+# sub-items, far below this; a larger length field is garbage.
+_MAX_ASSOCIATE_RQ_LENGTH = 1 << 20
 
 # PS3.8 9.3.4, table 9-21: result 1 (rejected-permanent), source 1 (DICOM UL
 # service-user), reason 3 (calling AE title not recognized) or 7 (called).
@@ -45,16 +48,26 @@ def _peek_header(sock: socket.socket, timeout: float) -> bytes:
         sock.settimeout(previous)
 
 
+def _is_plausible_associate_rq(header: bytes) -> bool:
+    """Return True for the start of an A-ASSOCIATE-RQ with a sane length and version 1."""
+    if len(header) < _HEADER_LENGTH or header[0] != _ASSOCIATE_RQ:
+        return False
+    length = int.from_bytes(header[2:6], "big")
+    version = int.from_bytes(header[6:8], "big")
+    return _HEADER_LENGTH - 6 <= length <= _MAX_ASSOCIATE_RQ_LENGTH and version & 0x0001 == 1
+
+
 def reject_blank_ae_titles(sock: socket.socket, remote: str, timeout: float) -> bool:
     """Send A-ASSOCIATE-RJ and return True when an AE title is all spaces."""
     header = _peek_header(sock, timeout)
-    if len(header) < _HEADER_LENGTH or header[0] != _ASSOCIATE_RQ:
+    if not _is_plausible_associate_rq(header):
+        # pynetdicom answers anything else, with A-ABORT where it must.
         return False
-    if header[_CALLING_AE].strip(b" \x00"):
-        reason = _REJECT_CALLED if not header[_CALLED_AE].strip(b" \x00") else None
-    else:
+    if not header[_CALLING_AE].strip(b" "):
         reason = _REJECT_CALLING
-    if reason is None:
+    elif not header[_CALLED_AE].strip(b" "):
+        reason = _REJECT_CALLED
+    else:
         return False
     which = "calling" if reason == _REJECT_CALLING else "called"
     log.warning("association_rejected", remote_address=remote,
