@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.association import Association
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
 
@@ -198,14 +199,20 @@ class SlowDestination:
         self._server.shutdown()
 
 
-def _move_with_timestamps(router: RouterProcess, destination: str, study: SeedStudy) -> list[tuple[float, Dataset]]:
-    ae = AE(ae_title=destination)
+def _move_association(router: RouterProcess, calling_ae: str, study: SeedStudy) -> tuple[Association, Dataset]:
+    """Return an established association to the router and a STUDY-level move identifier."""
+    ae = AE(ae_title=calling_ae)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     assoc = ae.associate("127.0.0.1", router.port, ae_title=ROUTER_AE)
     assert assoc.is_established
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = study.study_uid
+    return assoc, identifier
+
+
+def _move_with_timestamps(router: RouterProcess, destination: str, study: SeedStudy) -> list[tuple[float, Dataset]]:
+    assoc, identifier = _move_association(router, destination, study)
     responses = [(time.monotonic(), rsp) for rsp, _ in
                  assoc.send_c_move(identifier, destination, StudyRootQueryRetrieveInformationModelMove)]
     assoc.release()
@@ -319,13 +326,7 @@ def test_cancel_move_stops_forwarding(start_region: Callable[..., FakeRegion], t
     region = start_region({"slow": (FaultOptions(store_delay=0.3), ["c"])})
     ws1 = _storescp(region, "WS1", tmp_path)
     study = region.studies["c"]
-    ae = AE(ae_title="WS1")
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate("127.0.0.1", region.router.port, ae_title=ROUTER_AE)
-    assert assoc.is_established
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = "STUDY"
-    identifier.StudyInstanceUID = study.study_uid
+    assoc, identifier = _move_association(region.router, "WS1", study)
     responses = []
     try:
         for rsp, _ in assoc.send_c_move(identifier, "WS1", StudyRootQueryRetrieveInformationModelMove, msg_id=7):
@@ -426,13 +427,7 @@ def test_move_continues_after_requester_lost(start_region: Callable[..., FakeReg
     region = start_region({"slow": (FaultOptions(store_delay=0.3), ["c"])})
     ws1 = _storescp(region, "WS1", tmp_path)
     study = region.studies["c"]
-    ae = AE(ae_title="WS1")
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate("127.0.0.1", region.router.port, ae_title=ROUTER_AE)
-    assert assoc.is_established
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = "STUDY"
-    identifier.StudyInstanceUID = study.study_uid
+    assoc, identifier = _move_association(region.router, "WS1", study)
     try:
         for rsp, _ in assoc.send_c_move(identifier, "WS1", StudyRootQueryRetrieveInformationModelMove):
             if rsp.get("Status") == status.PENDING:

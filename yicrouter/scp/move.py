@@ -17,6 +17,7 @@ from pynetdicom.dsutils import decode, encode
 from pynetdicom.presentation import PresentationContext
 
 from yicrouter import status
+from yicrouter.config import PeerSettings, WorkstationSettings
 from yicrouter.forwarder import Forwarder
 from yicrouter.logs import get_logger
 from yicrouter.moves import MoveJob
@@ -101,37 +102,19 @@ def serve_move(assoc: Any, request: C_MOVE, context: PresentationContext, servic
 
 
 def _serve(responder: MoveResponder, services: RouterServices, log_context: dict[str, Any], started: float) -> None:
-    request = responder.request
-    if services.config.workstation_by_ae_title(log_context["calling_ae_title"]) is None:
-        log.warning("move_rejected", **log_context, reason="calling AE title is not a configured workstation")
-        responder.send_failure(status.REFUSED_NOT_AUTHORIZED, "not a configured workstation")
+    checked = _check_request(responder, services, log_context)
+    if checked is None:
         return
-    move_destination = str(request.MoveDestination or "").strip()
-    log_context["move_destination"] = move_destination
-    destination = services.config.workstation_by_ae_title(move_destination)
-    if destination is None:
-        log.warning("move_rejected", **log_context, reason="Move Destination is not a configured workstation")
-        responder.send_failure(status.MOVE_DESTINATION_UNKNOWN, "unknown Move Destination")
-        return
-    query = _parse(responder, log_context)
-    if query is None:
-        return
+    destination, query = checked
     log_context.update(level=query.level, **_uid_context(query))
-    location = locate_peers(query, services, log_context)
-    refusal = _refusal(query, location)
-    if refusal is not None:
-        log.warning("move_rejected", **log_context, reason=refusal)
-        responder.send_failure(status.MOVE_UNABLE_TO_PROCESS, refusal)
-        return
-    peers = location.peers
+
+    peers = _locate(responder, query, services, log_context)
     if not peers:
-        log.info("move_completed", **log_context, status=f"0x{status.SUCCESS:04X}", instances=0,
-                 reason="no peer holds the requested data")
-        responder.send(status.SUCCESS, MoveCounts())
         return
+
     job = MoveJob(
         requester_ae_title=log_context["calling_ae_title"],
-        requester_message_id=int(request.MessageID or 0),
+        requester_message_id=int(responder.request.MessageID or 0),
         destination=destination,
         query=query,
         upstream_message_id=services.moves.allocate_message_id(),
@@ -139,6 +122,46 @@ def _serve(responder: MoveResponder, services: RouterServices, log_context: dict
     log_context["move_id"] = job.id
     result = _relay(job, peers, responder, services, log_context)
     _finish(responder, result, services, log_context, started)
+
+
+def _reject(responder: MoveResponder, log_context: dict[str, Any], code: int, reason: str, comment: str) -> None:
+    log.warning("move_rejected", **log_context, reason=reason)
+    responder.send_failure(code, comment)
+
+
+def _check_request(
+    responder: MoveResponder, services: RouterServices, log_context: dict[str, Any]
+) -> tuple[WorkstationSettings, Query] | None:
+    """Return the Move Destination and the checked query, or send the failure and return None."""
+    if services.config.workstation_by_ae_title(log_context["calling_ae_title"]) is None:
+        _reject(responder, log_context, status.REFUSED_NOT_AUTHORIZED,
+                "calling AE title is not a configured workstation", "not a configured workstation")
+        return None
+    move_destination = str(responder.request.MoveDestination or "").strip()
+    log_context["move_destination"] = move_destination
+    destination = services.config.workstation_by_ae_title(move_destination)
+    if destination is None:
+        _reject(responder, log_context, status.MOVE_DESTINATION_UNKNOWN,
+                "Move Destination is not a configured workstation", "unknown Move Destination")
+        return None
+    query = _parse(responder, log_context)
+    return None if query is None else (destination, query)
+
+
+def _locate(
+    responder: MoveResponder, query: Query, services: RouterServices, log_context: dict[str, Any]
+) -> list[PeerSettings]:
+    """Return the peers to move from; when there are none, send the final response."""
+    location = locate_peers(query, services, log_context)
+    refusal = _refusal(query, location)
+    if refusal is not None:
+        _reject(responder, log_context, status.MOVE_UNABLE_TO_PROCESS, refusal, refusal)
+        return []
+    if not location.peers:
+        log.info("move_completed", **log_context, status=f"0x{status.SUCCESS:04X}", instances=0,
+                 reason="no peer holds the requested data")
+        responder.send(status.SUCCESS, MoveCounts())
+    return location.peers
 
 
 def _refusal(query: Query, location: Location) -> str | None:
@@ -157,16 +180,15 @@ def _parse(responder: MoveResponder, log_context: dict[str, Any]) -> Query | Non
     try:
         identifier = responder.decode_identifier()
     except Exception as exc:  # pydicom raises many types on malformed data
-        log.warning("move_rejected", **log_context, reason=f"identifier could not be decoded: {exc}")
-        responder.send_failure(status.MOVE_UNABLE_TO_PROCESS, "identifier could not be decoded")
+        _reject(responder, log_context, status.MOVE_UNABLE_TO_PROCESS,
+                f"identifier could not be decoded: {exc}", "identifier could not be decoded")
         return None
     try:
         if model is None:
             raise InvalidIdentifier("the SOP Class is not a Q/R Move SOP Class")
         return parse_retrieve(model, identifier)
     except InvalidIdentifier as exc:
-        log.warning("move_rejected", **log_context, reason=str(exc))
-        responder.send_failure(status.MOVE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc))
+        _reject(responder, log_context, status.MOVE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc), str(exc))
         return None
 
 
@@ -180,7 +202,7 @@ def _uid_context(query: Query) -> dict[str, Any]:
     return context
 
 
-def _relay(job: MoveJob, peers: list[Any], responder: MoveResponder, services: RouterServices,
+def _relay(job: MoveJob, peers: list[PeerSettings], responder: MoveResponder, services: RouterServices,
            log_context: dict[str, Any]) -> RelayResult:
     router = services.config.router
     forwarder = Forwarder(job.destination, router.ae_title, router.max_pdu,
