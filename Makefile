@@ -10,6 +10,7 @@ $(BIN)/yicrouter: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
+	@echo "yicrouter is installed in $(VENV): run $(BIN)/yicrouter, or activate $(VENV) with '. $(BIN)/activate'"
 
 install: $(BIN)/yicrouter
 

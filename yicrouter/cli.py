@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(path: Path) -> int:
+    """Load the configuration and run the router, which ends the process itself.
+
+    Returns 1 only when the configuration is invalid.
+    """
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -48,7 +52,7 @@ def _serve(path: Path) -> int:
     configure_logging(config.router.log_level, config.router.log_format)
     from yicrouter.daemon import serve
 
-    return serve(config)
+    serve(config)
 
 
 def _config_check(path: Path) -> int:

@@ -1,21 +1,28 @@
-"""`yicrouter serve`: start the SCP, run until a signal, stop cleanly.
+"""`yicrouter serve`: start the SCP, run until a signal, stop and end the process.
 
 Signal handlers only set a flag; the main thread notices it and shuts down.
+Some settings pass the config check but fail at start-up: a state_dir that
+can't be written, a port in use, a bind address that is not local. Each one
+stops the router with one line that names the file, key, value and fix, as a
+config error does.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import time
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
+import peewee
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom import _config as pynetdicom_config
 
 from yicrouter import __version__
 from yicrouter.config import Config
-from yicrouter.db import open_database
+from yicrouter.db import SchemaTooNew, open_database
 from yicrouter.logs import get_logger
 from yicrouter.moves import MoveRegistry
 from yicrouter.net import TUNING_HANDLERS
@@ -27,6 +34,13 @@ from yicrouter.scp.events import ASSOCIATION_HANDLERS
 from yicrouter.scp.find import handle_find
 from yicrouter.scp.store import handle_store
 from yicrouter.spool import Spool
+from yicrouter.startup_errors import (
+    RouterStartError,
+    check_writable,
+    describe_listen_error,
+    describe_state_dir_error,
+    router_table_file,
+)
 
 log = get_logger(__name__)
 
@@ -40,6 +54,15 @@ VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
 # Seconds between checks of the stop flag that the signal handlers set.
 _STOP_POLL_INTERVAL = 0.2
+# Seconds that serve() waits after router.stop() for running moves to end
+# before it ends the process anyway. It stays well below the unit's
+# TimeoutStopSec (30 s), after which systemd would send SIGKILL.
+STOP_GRACE_SECONDS = 5.0
+
+_STATE_DIR_FIX = (
+    "Create the folder and let the router's user write to it,"
+    " or set router.state_dir to a folder that this user can create and write"
+)
 
 
 def _build_ae(config: Config) -> AE:
@@ -77,6 +100,11 @@ class Router:
         self._previous_chunking: tuple[bool, bool] | None = None
 
     def start(self) -> None:
+        """Prepare the state folder and start listening.
+
+        Raises RouterStartError when the state folder or the database can't
+        be used or the router can't listen, and leaves nothing running then.
+        """
         router = self.config.router
         # Received data sets go to disk in the spool and leave it unchanged.
         self._previous_chunking = (
@@ -84,16 +112,12 @@ class Router:
         )
         pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
         pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
-        self.spool.prepare()
-        open_database(router.state_dir, [Location])
-        handlers: list[Any] = [
-            *TUNING_HANDLERS,
-            *ASSOCIATION_HANDLERS,
-            (evt.EVT_C_FIND, handle_find, [self.services]),
-            (evt.EVT_C_STORE, handle_store, [self.services]),
-        ]
-        ae = _build_ae(self.config)
-        self._server = start_server(ae, (router.bind, router.port), router.ae_title, self.services, handlers)
+        try:
+            self._prepare_state_dir()
+            self._server = self._listen()
+        except RouterStartError:
+            self._restore_settings()
+            raise
         log.info(
             "router_started", version=__version__, ae_title=router.ae_title,
             bind=router.bind, port=self.port, state_dir=str(router.state_dir),
@@ -101,6 +125,48 @@ class Router:
             peers=[p.name for p in self.config.peers],
             workstations=[w.ae_title for w in self.config.workstations],
         )
+
+    def _prepare_state_dir(self) -> None:
+        state_dir = self.config.router.state_dir
+        try:
+            self.spool.prepare()
+            # prepare() succeeds on folders that exist already, even read-only ones.
+            check_writable(self.spool.incoming)
+        except OSError as exc:
+            raise self._start_error(
+                "state_dir", str(state_dir), describe_state_dir_error(exc), _STATE_DIR_FIX
+            ) from exc
+        try:
+            open_database(state_dir, [Location])
+        except SchemaTooNew as exc:
+            raise self._start_error(
+                "state_dir", str(state_dir), "the database in this folder has a newer schema version",
+                "Upgrade yicrouter, or set router.state_dir to a new folder",
+            ) from exc
+        except peewee.DatabaseError as exc:
+            raise self._start_error(
+                "state_dir", str(state_dir), f"cannot open the database in this folder: {exc}",
+                "Let the router's user read and write the folder and its yicrouter.sqlite3* files,"
+                " or move those files away to start with an empty routing table",
+            ) from exc
+
+    def _listen(self) -> RouterServer:
+        router = self.config.router
+        handlers: list[Any] = [
+            *TUNING_HANDLERS,
+            *ASSOCIATION_HANDLERS,
+            (evt.EVT_C_FIND, handle_find, [self.services]),
+            (evt.EVT_C_STORE, handle_store, [self.services]),
+        ]
+        ae = _build_ae(self.config)
+        try:
+            return start_server(ae, (router.bind, router.port), router.ae_title, self.services, handlers)
+        except OSError as exc:
+            key, value, error, fix = describe_listen_error(exc, router.bind, router.port)
+            raise self._start_error(key, value, error, fix) from exc
+
+    def _start_error(self, key: str, value: object, error: str, fix: str) -> RouterStartError:
+        return RouterStartError(router_table_file(self.config), f"router.{key}", value, error, fix)
 
     @property
     def port(self) -> int:
@@ -115,19 +181,27 @@ class Router:
         return list(self._server.active_associations)
 
     def stop(self) -> None:
+        """Stop accepting associations. Moves that are running are not stopped."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        self._restore_settings()
+        log.info("router_stopped", ae_title=self.config.router.ae_title, running_moves=len(self.moves))
+
+    def _restore_settings(self) -> None:
         self.spool.release()
         if self._previous_chunking is not None:
             (pynetdicom_config.STORE_RECV_CHUNKED_DATASET,
              pynetdicom_config.STORE_SEND_CHUNKED_DATASET) = self._previous_chunking
-        log.info("router_stopped", ae_title=self.config.router.ae_title, running_moves=len(self.moves))
+            self._previous_chunking = None
 
 
-def serve(config: Config) -> int:
-    """Run the router until SIGTERM or SIGINT; return the exit status."""
+def serve(config: Config) -> NoReturn:
+    """Run the router until SIGTERM or SIGINT, then end the process.
+
+    The exit status is 0 after a stop and 1 when the router could not start.
+    """
     stop_signal: list[int] = []
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -136,9 +210,48 @@ def serve(config: Config) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     router = Router(config)
-    router.start()
+    try:
+        router.start()
+    except RouterStartError as exc:
+        _report_start_failure(exc)
+        _end_process(1)
     while not stop_signal:
         time.sleep(_STOP_POLL_INTERVAL)
     log.info("router_stopping", signal=signal.Signals(stop_signal[0]).name)
     router.stop()
-    return 0
+    running = _wait_for_moves(router, STOP_GRACE_SECONDS)
+    if running:
+        log.warning(
+            "router_stop_forced", running_moves=running, waited_seconds=STOP_GRACE_SECONDS,
+            reason="moves were still running, so they are cut off and the process ends now",
+        )
+    _end_process(0)
+
+
+def _report_start_failure(exc: RouterStartError) -> None:
+    print(f"yicrouter: not starting: {exc}", file=sys.stderr)
+    log.error(
+        "router_start_failed", error=exc.error, file=str(exc.file) if exc.file else None,
+        key=exc.key, value=exc.value, fix=exc.fix,
+    )
+    log.debug("router_start_failed_traceback", exc_info=exc)
+
+
+def _wait_for_moves(router: Router, timeout: float) -> int:
+    """Wait up to `timeout` seconds until no move runs; return how many still run."""
+    deadline = time.monotonic() + timeout
+    while len(router.moves) > 0 and time.monotonic() < deadline:
+        time.sleep(_STOP_POLL_INTERVAL)
+    return len(router.moves)
+
+
+def _end_process(status: int) -> NoReturn:
+    """Flush stdout and stderr, then end the process with `status` at once.
+
+    os._exit does not wait for threads. pynetdicom's DUL threads are not
+    daemon threads, so without it a thread that waits on a frozen peer would
+    keep the process alive until the peer's DIMSE timeout had passed.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -2,7 +2,9 @@
 
 Everything runs in this one process and needs nothing but yicrouter's own
 dependencies. The peers are seeded from DICOM files that pydicom ships, and
-one study is held at both, so a query shows de-duplication at work.
+one study is held at both, so a query shows de-duplication at work. Without
+--state-dir, the seed files and the router's state go to a temporary folder
+that is removed when the demo ends.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from types import FrameType
 
 from yicrouter.config import Config, PeerSettings, RouterSettings, WorkstationSettings
 from yicrouter.daemon import Router
+from yicrouter.startup_errors import RouterStartError
 from yicrouter.demo.samplepacs import SamplePacs
 from yicrouter.demo.seed import SeedStudy, build_study
 from yicrouter.logs import configure_logging
@@ -27,6 +30,14 @@ LOOPBACK = "127.0.0.1"
 
 # Seconds between checks of the stop flag that the signal handlers set.
 _STOP_POLL_INTERVAL = 0.2
+
+# Fixes for a router that can't start, by the [router] key that failed. The
+# demo sets these keys from its command-line options, so the fixes name those.
+_DEMO_FIXES = {
+    "router.port": "Choose another port with --port",
+    "router.bind": "Choose another port with --port",
+    "router.state_dir": "Choose another folder with --state-dir",
+}
 
 
 def _free_port() -> int:
@@ -79,7 +90,8 @@ Retrieve a study; movescu runs the Move Destination itself and writes to ./recei
       --store --store-port {workstation_port} -od received -S \\
       -k QueryRetrieveLevel=STUDY -k StudyInstanceUID={study_uid}
 
-With DCMTK instead (start /usr/bin/storescp -aet {WORKSTATION_AE_TITLE} -od received +xa {workstation_port} first):
+With DCMTK instead, first start a Move Destination that writes to ./received, in another terminal:
+  mkdir -p received && /usr/bin/storescp -aet {WORKSTATION_AE_TITLE} -od received +xa {workstation_port}
   /usr/bin/findscu {common} -S -k QueryRetrieveLevel=STUDY -k StudyInstanceUID= -k PatientName= {LOOPBACK} {port}
   /usr/bin/movescu {common} -aem {WORKSTATION_AE_TITLE} -S -k QueryRetrieveLevel=STUDY \\
       -k StudyInstanceUID={study_uid} {LOOPBACK} {port}
@@ -89,9 +101,19 @@ Press Ctrl-C to stop.
 
 
 def run_demo(port: int = 11112, state_dir: Path | None = None, workstation_port: int = 11113) -> int:
-    """Run the demo region until SIGINT or SIGTERM; return the exit status."""
+    """Run the demo region until SIGINT or SIGTERM; return the exit status.
+
+    Without `state_dir`, the demo works in a new temporary folder and removes
+    it on every exit path. A `state_dir` that the caller passed is kept.
+    """
     configure_logging("info")
-    state_dir = state_dir or Path(tempfile.mkdtemp(prefix="yicrouter-demo-"))
+    if state_dir is not None:
+        return _run_region(port, state_dir, workstation_port)
+    with tempfile.TemporaryDirectory(prefix="yicrouter-demo-", ignore_cleanup_errors=True) as folder:
+        return _run_region(port, Path(folder), workstation_port)
+
+
+def _run_region(port: int, state_dir: Path, workstation_port: int) -> int:
     studies = seed_region(state_dir / "seed")
     router_address = (LOOPBACK, port)
     peers = {
@@ -102,24 +124,24 @@ def run_demo(port: int = 11112, state_dir: Path | None = None, workstation_port:
         )
         for name, held in studies.items()
     }
-    for peer in peers.values():
-        peer.start()
-    config = demo_config(port, state_dir, {n: p.port for n, p in peers.items()}, workstation_port)
-    router = Router(config)
     try:
-        router.start()
-    except OSError as exc:
-        print(f"yicrouter demo: cannot listen on {LOOPBACK}:{port}: {exc}. "
-              f"Choose another port with --port.", file=sys.stderr)
+        for peer in peers.values():
+            peer.start()
+        config = demo_config(port, state_dir, {n: p.port for n, p in peers.items()}, workstation_port)
+        router = Router(config)
+        try:
+            router.start()
+        except RouterStartError as exc:
+            fix = _DEMO_FIXES.get(exc.key, exc.fix)
+            print(f"yicrouter demo: not starting: {exc.error}. {fix}.", file=sys.stderr)
+            return 1
+        print(_instructions(router.port, workstation_port, studies), flush=True)
+        _wait_for_signal()
+        router.stop()
+        return 0
+    finally:
         for peer in peers.values():
             peer.stop()
-        return 1
-    print(_instructions(router.port, workstation_port, studies), flush=True)
-    _wait_for_signal()
-    router.stop()
-    for peer in peers.values():
-        peer.stop()
-    return 0
 
 
 def _wait_for_signal() -> None:
