@@ -146,6 +146,24 @@ def test_serve_port_in_use(tmp_path: Path) -> None:
     assert "already in use" in result.stderr
 
 
+def test_serve_second_router_same_state_dir(tmp_path: Path) -> None:
+    state_dir = tmp_path / "shared-state"
+    first = RouterProcess(tmp_path / "first", ae_title=ROUTER_AE, extra_router={"state_dir": str(state_dir)},
+                          workstations=[WorkstationEntry(DicomNode("WS1", free_port()))])
+    first.start()
+    try:
+        fault = StartupFault("router.state_dir", str(state_dir), state_dir=state_dir)
+        config_path = _write_config(tmp_path, fault)
+
+        result = _run_serve(config_path)
+
+        _assert_start_failed(result, config_path, fault)
+        assert "another yicrouter" in result.stderr
+        assert first.is_running()
+    finally:
+        assert first.stop() == 0
+
+
 def test_serve_non_local_bind(tmp_path: Path) -> None:
     fault = StartupFault("router.bind", NON_LOCAL_ADDRESS, bind=NON_LOCAL_ADDRESS)
     config_path = _write_config(tmp_path, fault)

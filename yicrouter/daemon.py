@@ -34,6 +34,7 @@ from yicrouter.scp.events import ASSOCIATION_HANDLERS
 from yicrouter.scp.find import handle_find
 from yicrouter.scp.store import handle_store
 from yicrouter.spool import Spool
+from yicrouter.statelock import StateDirLock, StateDirLocked
 from yicrouter.startup_errors import (
     RouterStartError,
     check_writable,
@@ -98,6 +99,7 @@ class Router:
         self.services = RouterServices(config=config, moves=self.moves, spool=self.spool)
         self._server: RouterServer | None = None
         self._previous_chunking: tuple[bool, bool] | None = None
+        self._state_lock = StateDirLock(config.router.state_dir)
 
     def start(self) -> None:
         """Prepare the state folder and start listening.
@@ -136,6 +138,7 @@ class Router:
             raise self._start_error(
                 "state_dir", str(state_dir), describe_state_dir_error(exc), _STATE_DIR_FIX
             ) from exc
+        self._lock_state_dir()
         try:
             open_database(state_dir, [Location])
         except SchemaTooNew as exc:
@@ -148,6 +151,21 @@ class Router:
                 "state_dir", str(state_dir), f"cannot open the database in this folder: {exc}",
                 "Let the router's user read and write the folder and its yicrouter.sqlite3* files,"
                 " or move those files away to start with an empty routing table",
+            ) from exc
+
+    def _lock_state_dir(self) -> None:
+        state_dir = self.config.router.state_dir
+        try:
+            self._state_lock.acquire()
+        except StateDirLocked as exc:
+            raise self._start_error(
+                "state_dir", str(state_dir),
+                f"another yicrouter (process {exc.holder or 'unknown'}) is using this folder",
+                "Stop that router first, or give this one its own router.state_dir",
+            ) from exc
+        except OSError as exc:
+            raise self._start_error(
+                "state_dir", str(state_dir), describe_state_dir_error(exc), _STATE_DIR_FIX
             ) from exc
 
     def _listen(self) -> RouterServer:
@@ -191,6 +209,7 @@ class Router:
 
     def _restore_settings(self) -> None:
         self.spool.release()
+        self._state_lock.release()
         if self._previous_chunking is not None:
             (pynetdicom_config.STORE_RECV_CHUNKED_DATASET,
              pynetdicom_config.STORE_SEND_CHUNKED_DATASET) = self._previous_chunking
