@@ -24,6 +24,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
 
 from harness import LoggedProcess
+from harness.dcmtk import StoreSCP
 from harness.ports import LOOPBACK, DicomNode, free_port
 from harness.router import PeerEntry, RouterProcess, WorkstationEntry, render_router_config
 from harness.waiting import wait_for
@@ -271,6 +272,42 @@ def test_sigterm_with_frozen_peer_exits_fast(tmp_path: Path, frozen_peer: tuple[
     assert "router_stopped" in router.log_text()
     assert "router_stop_forced" in router.log_text()
     assert "running_moves=1" in router.log_text()
+    assert move.statuses[-1] == status.MOVE_UNABLE_TO_PROCESS, move.statuses
+    assert "the router is shutting down" in router.log_text()
+
+
+def test_sigterm_lets_running_move_finish(tmp_path: Path) -> None:
+    study = build_study(tmp_path / "seed", patient_id="SLOW-1", patient_name="Slow^Sam",
+                        accession_number="SLOW1", sources=("CT_small.dcm",), instances_per_source=4)
+    router_port = free_port()
+    peer = SamplePacs("SLOWPACS", free_port(), study.files, move_destinations={ROUTER_AE: (LOOPBACK, router_port)},
+                      options=FaultOptions(store_delay=0.5))
+    destination = StoreSCP("WS1", tmp_path / "ws1", port=free_port())
+    router = RouterProcess(
+        tmp_path / "router", ae_title=ROUTER_AE, port=router_port,
+        peers=[PeerEntry("slow", DicomNode(peer.ae_title, peer.port))],
+        workstations=[WorkstationEntry(DicomNode("WS1", destination.port))],
+    )  # fmt: skip
+    peer.start()
+    destination.start()
+    router.start()
+    move = BackgroundMove(router, study.study_uid)
+    try:
+        move.start()
+        destination.wait_for_files(1, timeout=20.0)
+        assert router.process is not None
+        router.process.send_signal(signal.SIGTERM)
+        exit_status = router.process.wait(timeout=STOP_DEADLINE)
+        move.join(10.0)
+    finally:
+        router.stop()
+        destination.stop()
+        peer.stop()
+
+    assert exit_status == 0, router.log_text()[-3000:]
+    assert move.statuses[-1] == status.SUCCESS, move.statuses
+    assert len(destination.received()) == len(study.files)
+    assert "router_stop_forced" not in router.log_text()
 
 
 # --- the demo's state folder ----------------------------------------------------------

@@ -53,6 +53,9 @@ _ACSE_TIMEOUT = 30.0
 # PS3.4 A.4: the Verification SOP Class, served for C-ECHO.
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
+# Seconds that moves cut off by a stop have to send their final response.
+_FINAL_RESPONSE_SECONDS = 2.0
+
 # Seconds between checks of the stop flag that the signal handlers set.
 _STOP_POLL_INTERVAL = 0.2
 # Seconds that serve() waits after router.stop() for running moves to end
@@ -198,12 +201,22 @@ class Router:
             return []
         return list(self._server.active_associations)
 
-    def stop(self) -> None:
-        """Stop accepting associations. Moves that are running are not stopped."""
+    def stop_accepting(self) -> None:
+        """Stop listening for associations; those already accepted go on."""
         if self._server is not None:
             self._server.shutdown()
-            self._server.server_close()
             self._server = None
+
+    def stop(self) -> None:
+        """Stop listening, end running moves with a failure status, and release the state folder.
+
+        The C-STORE handler needs the spool settings until the last move has
+        ended, so they are restored only after running moves were told to end.
+        """
+        self.stop_accepting()
+        if len(self.moves) > 0:
+            self.services.stopping.set()
+            _wait_for_moves(self, _FINAL_RESPONSE_SECONDS)
         self._restore_settings()
         log.info("router_stopped", ae_title=self.config.router.ae_title, running_moves=len(self.moves))
 
@@ -236,14 +249,15 @@ def serve(config: Config) -> NoReturn:
         _end_process(1)
     while not stop_signal:
         time.sleep(_STOP_POLL_INTERVAL)
-    log.info("router_stopping", signal=signal.Signals(stop_signal[0]).name)
-    router.stop()
+    log.info("router_stopping", signal=signal.Signals(stop_signal[0]).name, running_moves=len(router.moves))
+    router.stop_accepting()
     running = _wait_for_moves(router, STOP_GRACE_SECONDS)
     if running:
         log.warning(
             "router_stop_forced", running_moves=running, waited_seconds=STOP_GRACE_SECONDS,
-            reason="moves were still running, so they are cut off and the process ends now",
+            reason="moves were still running, so they end now with a failure status",
         )
+    router.stop()
     _end_process(0)
 
 

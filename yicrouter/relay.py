@@ -70,6 +70,7 @@ class RelayResult:
     cancelled: bool = False
     requester_lost: bool = False
     timed_out: bool = False
+    router_stopping: bool = False
 
     @property
     def peer(self) -> PeerSettings | None:
@@ -99,6 +100,7 @@ class MoveRelay:
         send_pending: Callable[[MoveCounts, int], None],
         is_cancelled: Callable[[], bool],
         requester_alive: Callable[[], bool],
+        router_stopping: Callable[[], bool],
         log_context: dict[str, object],
     ) -> None:
         self.job = job
@@ -110,6 +112,7 @@ class MoveRelay:
         self._send_pending = send_pending
         self._is_cancelled = is_cancelled
         self._requester_alive = requester_alive
+        self._router_stopping = router_stopping
         self._log = log.bind(**log_context)
         self._current: PeerMove | None = None
         self._stop = threading.Event()
@@ -133,8 +136,10 @@ class MoveRelay:
                 result.cancelled = True
             elif time.monotonic() > deadline:
                 result.timed_out = True
-            if result.cancelled or result.timed_out:
-                self._stop_peer(cancel=result.cancelled)
+            elif self._router_stopping():
+                result.router_stopping = True
+            if result.cancelled or result.timed_out or result.router_stopping:
+                self._stop_peer(cancel=not result.timed_out)
                 self._empty_inbox(keep=not result.cancelled)
                 return result
             try:

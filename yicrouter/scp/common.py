@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
@@ -21,6 +22,8 @@ class RouterServices:
     config: Config
     moves: "MoveRegistry"
     spool: "Spool"
+    # Set when the router stops: running moves then end with a failure status.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def ae_title(self) -> str:

@@ -210,7 +210,8 @@ def _relay(job: MoveJob, peers: list[PeerSettings], responder: MoveResponder, se
     relay = MoveRelay(
         job, peers, forwarder, services.spool, router.ae_title, router.max_pdu,
         send_pending=responder.send_pending, is_cancelled=responder.is_cancelled,
-        requester_alive=responder.requester_alive, log_context=log_context,
+        requester_alive=responder.requester_alive, router_stopping=services.stopping.is_set,
+        log_context=log_context,
     )
     services.moves.add(job)
     try:
@@ -226,7 +227,9 @@ def _finish(responder: MoveResponder, result: RelayResult, services: RouterServi
     final = final_response(result)
     counts = final.counts
     identifier = None
-    if final.status != status.SUCCESS and counts.failed_uids:
+    if final.status != status.SUCCESS:
+        # The Failed SOP Instance UID List goes with every other status. It is
+        # empty when the peer never said which instances it did not send.
         identifier = Dataset()
         identifier.FailedSOPInstanceUIDList = counts.failed_uids
     responder.send(final.status, counts, final.remaining, identifier, final.error_comment)
@@ -238,6 +241,7 @@ def _finish(responder: MoveResponder, result: RelayResult, services: RouterServi
         status=f"0x{final.status:04X}", instances=counts.completed + counts.warning,
         failed=counts.failed, warning=counts.warning, bytes=counts.bytes_forwarded,
         cancelled=result.cancelled, requester_lost=result.requester_lost, timed_out=result.timed_out,
+        router_stopping=result.router_stopping,
         peer_error=outcome.error if outcome else None,
         peer_status=f"0x{outcome.final_status:04X}" if outcome and outcome.final_status is not None else None,
         reason=final.error_comment,
@@ -256,6 +260,8 @@ class FinalResponse:
 def _peer_failure(result: RelayResult) -> str | None:
     """Return why the peer's C-MOVE did not complete, or None when it did."""
     outcome = result.outcome
+    if result.router_stopping:
+        return "the router is shutting down"
     if result.timed_out:
         return "peer missed its move deadline"
     if outcome is None:
@@ -268,7 +274,7 @@ def _peer_failure(result: RelayResult) -> str | None:
 
 
 def final_response(result: RelayResult) -> FinalResponse:
-    """Return the final C-MOVE response, following PS3.4 C.4.2.1.5.
+    """Return the final C-MOVE response, following PS3.4 C.4.2.
 
     Sub-operations that the peer reports as failed count as failed, and so do
     those it announced but never sent when it ended the move early. When the
