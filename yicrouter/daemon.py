@@ -211,7 +211,7 @@ class Router:
         """Stop listening, end running moves with a failure status, and release the state folder.
 
         The C-STORE handler needs the spool settings until the last move has
-        ended, so they are restored only after running moves were told to end.
+        ended, so they are restored only after running moves got the signal to end.
         """
         self.stop_accepting()
         if len(self.moves) > 0:

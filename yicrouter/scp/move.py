@@ -229,7 +229,7 @@ def _finish(responder: MoveResponder, result: RelayResult, services: RouterServi
     identifier = None
     if final.status != status.SUCCESS:
         # The Failed SOP Instance UID List goes with every other status. It is
-        # empty when the peer never said which instances it did not send.
+        # empty when the peer did not report which instances it failed to send.
         identifier = Dataset()
         identifier.FailedSOPInstanceUIDList = counts.failed_uids
     responder.send(final.status, counts, final.remaining, identifier, final.error_comment)
