@@ -705,6 +705,18 @@ def test_max_pdu_out_of_range(tmp_path: Path, max_pdu: int) -> None:
     assert "from 4096 to 1048576" in line
 
 
+def test_spool_min_free_negative(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), router(spool_min_free_mb=-1))
+
+    line = assert_one_problem(main_file, main_file, "router.spool_min_free_mb", -1)
+
+    assert "0 or more MiB" in line
+
+
+def test_spool_min_free_default() -> None:
+    assert RouterSettings().spool_min_free_mb == 1024
+
+
 @pytest.mark.parametrize("max_pdu", [0, 4096, 1048576])
 def test_max_pdu_accepted(tmp_path: Path, max_pdu: int) -> None:
     main_file = write(main_path(tmp_path), router(max_pdu=max_pdu))

@@ -66,7 +66,11 @@ def start_region(tmp_path: Path) -> Iterator[Callable[..., FakeRegion]]:
     running: list[SamplePacs] = []
     routers: list[RouterProcess] = []
 
-    def start(peer_faults: dict[str, tuple[FaultOptions, list[str]]], find_deadline: float = 5.0) -> FakeRegion:
+    def start(
+        peer_faults: dict[str, tuple[FaultOptions, list[str]]],
+        find_deadline: float = 5.0,
+        extra_router: dict[str, object] | None = None,
+    ) -> FakeRegion:
         studies = _studies(tmp_path / "seed")
         router_port = free_port()
         peers: dict[str, SamplePacs] = {}
@@ -84,6 +88,7 @@ def start_region(tmp_path: Path) -> Iterator[Callable[..., FakeRegion]]:
                              extra={"dimse_timeout": 10.0})
                    for name, p in peers.items()],
             workstations=[WorkstationEntry(node) for node in workstations.values()],
+            extra_router=extra_router,
         )
         router.start()
         routers.append(router)
@@ -437,5 +442,31 @@ def test_move_continues_after_requester_lost(start_region: Callable[..., FakeReg
         assert _received_uids(ws1) == sorted(study.sop_instance_uids)
         region.router.wait_for_log(r"move_requester_lost")
         region.router.wait_for_log(r"move_completed.*requester_lost=True")
+    finally:
+        ws1.stop()
+
+
+# --- A spool below its free-space floor ------------------------------------------------
+
+
+def test_spool_floor_refuses_instances(start_region: Callable[..., FakeRegion], tmp_path: Path) -> None:
+    # A floor of 1 TiB is above the free space of any test machine.
+    region = start_region({"fast": (FaultOptions(), ["a"])}, extra_router={"spool_min_free_mb": 1 << 20})
+    ws1 = _storescp(region, "WS1", tmp_path)
+    study = region.studies["a"]
+    try:
+        result = run_movescu(region.router.node, "WS1", _study_keys(study), calling_ae="WS1", timeout=60.0)
+        assert result.final_status is not None, result.describe()
+        assert status.is_failure(result.final_status), result.describe()
+        assert ws1.received() == []
+        region.router.wait_for_log(r"spool_full")
+        spool = region.router.state_dir / "spool"
+        assert list((spool / "jobs").rglob("*.dcm")) == []
+        assert list((spool / "incoming").iterdir()) == []
+
+        find = run_findscu(region.router.node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": None},
+                           calling_ae="WS1")
+        assert find.final_status == status.SUCCESS, find.describe()
+        assert {str(ds.StudyInstanceUID) for ds in find.datasets} == {study.study_uid}
     finally:
         ws1.stop()

@@ -33,8 +33,15 @@ class Spool:
         """Send temporary files back where they went before prepare()."""
         tempfile.tempdir = self._previous_tempdir
 
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
     def accept(self, temporary: Path, job_id: str, sop_instance_uid: str) -> Path:
-        """Move a received file into its move's folder and return the new path."""
+        """Move a received file into its move's folder, on disk, and return the new path.
+
+        The file and its folder are flushed with fsync before this returns,
+        so an instance that the peer is told was stored survives a crash.
+        """
         folder = self.jobs / job_id
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{_safe_name(sop_instance_uid)}.dcm"
@@ -42,6 +49,8 @@ class Spool:
             os.replace(temporary, target)
         except OSError:
             shutil.move(str(temporary), target)
+        _fsync(target, os.O_RDONLY)
+        _fsync(folder, os.O_RDONLY | os.O_DIRECTORY)
         return target
 
     def discard(self, path: Path) -> None:
@@ -57,6 +66,14 @@ class Spool:
         folder = self.jobs / job_id
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _safe_name(uid: str) -> str:

@@ -15,6 +15,7 @@ from yicrouter.config.values import (
     check_bind,
     check_host,
     check_max_pdu,
+    check_spool_min_free_mb,
     check_peer_name,
     check_port,
     check_seconds,
@@ -45,6 +46,7 @@ ROUTER_KEYS: Final = {
     "port": KeySpec(INTEGER, check_port),
     "state_dir": KeySpec(STRING, check_state_dir),
     "max_pdu": KeySpec(INTEGER, check_max_pdu),
+    "spool_min_free_mb": KeySpec(INTEGER, check_spool_min_free_mb),
     "log_level": KeySpec(STRING, make_choice_check(LOG_LEVELS)),
     "log_format": KeySpec(STRING, make_choice_check(LOG_FORMATS)),
 }

@@ -21,6 +21,8 @@ class RouterSettings:
     state_dir: Path = Path("/var/lib/yicrouter")
     # Maximum PDU length that the router advertises, in bytes.
     max_pdu: int = 262144
+    # Free space, in MiB, below which the spool refuses new instances.
+    spool_min_free_mb: int = 1024
     # One of LOG_LEVELS in values.py.
     log_level: str = "info"
     # One of LOG_FORMATS in values.py.

@@ -101,6 +101,12 @@ def check_max_pdu(value: int) -> list[str]:
     ]
 
 
+def check_spool_min_free_mb(value: int) -> list[str]:
+    if value >= 0:
+        return []
+    return ["spool_min_free_mb must be 0 or more MiB. Use 0 to accept instances until the disk is full."]
+
+
 def check_state_dir(value: str) -> list[str]:
     if not value.strip():
         return ["state_dir is empty. Set a folder path, e.g. '/var/lib/yicrouter'."]

@@ -28,12 +28,31 @@ def read_keys(path: Path, sop_instance_uid: str) -> InstanceKeys:
     return InstanceKeys(text("PatientID"), text("StudyInstanceUID"), text("SeriesInstanceUID"), sop_instance_uid)
 
 
+def _enough_space(services: RouterServices, temporary: Path, context: dict[str, Any]) -> bool:
+    """Return False, after removing the received file, when the spool is below its floor."""
+    floor = services.config.router.spool_min_free_mb * 1024 * 1024
+    try:
+        free = services.spool.free_bytes()
+    except OSError as exc:
+        log.error("spool_unavailable", **context, error=str(exc))
+        return False
+    if free >= floor:
+        return True
+    temporary.unlink(missing_ok=True)
+    log.error("spool_full", **context, free_mb=free // (1024 * 1024),
+              spool_min_free_mb=services.config.router.spool_min_free_mb,
+              reason="free space is below router.spool_min_free_mb, so the instance was refused")
+    return False
+
+
 def handle_store(event: Any, services: RouterServices) -> int:
     """Handle EVT_C_STORE; pynetdicom has written the data set to a file already."""
     request = event.request
     sop_instance_uid = str(request.AffectedSOPInstanceUID or "").strip()
     context = association_log_context(event.assoc) | {"sop_instance_uid": sop_instance_uid}
     temporary = Path(event.dataset_path)
+    if not _enough_space(services, temporary, context):
+        return status.STORE_OUT_OF_RESOURCES
     try:
         keys = read_keys(temporary, sop_instance_uid)
     except Exception as exc:  # pydicom raises many types on malformed data
