@@ -13,6 +13,7 @@ from yicrouter.config import (
     Config,
     ConfigError,
     PeerSettings,
+    QueueSettings,
     RouterSettings,
     WorkstationSettings,
     check_config,
@@ -67,6 +68,10 @@ def workstation(**changes: object) -> str:
 
 def router(**values: object) -> str:
     return render_table("[router]", values)
+
+
+def queue(**values: object) -> str:
+    return render_table("[queue]", values)
 
 
 def write(path: Path, text: str) -> Path:
@@ -126,16 +131,21 @@ def test_shipped_main_documents_defaults(tmp_path: Path) -> None:
     text = (REPO_ETC / "yicrouter.toml").read_text(encoding="utf-8")
     uncommented = []
     for line in text.splitlines():
-        if line == "# [router]" or (line.startswith("# ") and " = " in line):
+        if line in ("# [router]", "# [queue]") or (line.startswith("# ") and " = " in line):
             line = line[2:]
         uncommented.append(line)
-    main_file = write(main_path(tmp_path), "\n".join(uncommented) + "\n")
+    uncommented_text = "\n".join(uncommented) + "\n"
+    main_file = write(main_path(tmp_path), uncommented_text)
 
     config = load_config(main_file)
 
     assert config.router == RouterSettings()
+    assert config.queue == QueueSettings()
+    router_part, queue_part = uncommented_text.split("\n[queue]\n")
     for key in RouterSettings.__dataclass_fields__:
-        assert f"\n{key} = " in "\n".join(uncommented), key
+        assert f"\n{key} = " in router_part, key
+    for key in QueueSettings.__dataclass_fields__:
+        assert f"\n{key} = " in queue_part, key
 
 
 def test_shipped_peer_example_documents_defaults() -> None:
@@ -832,3 +842,320 @@ def test_config_error_message_joins_problems(tmp_path: Path) -> None:
 
     assert str(error.value) == "\n".join(error.value.problems)
     assert len(error.value.problems) == 2
+
+
+# --- Retry queue ---------------------------------------------------------------------
+
+
+def test_queue_defaults() -> None:
+    defaults = QueueSettings()
+
+    assert defaults.retry_base == 30.0
+    assert defaults.retry_max == 3600.0
+    assert defaults.max_attempts == 20
+    assert defaults.max_age == 259200.0
+    assert defaults.poll_interval == 5.0
+    assert defaults.batch_size == 100
+
+
+def test_queue_default_without_table(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), router(port=4242))
+
+    config = load_config(main_file)
+
+    assert config.queue == QueueSettings()
+
+
+def test_queue_table_loaded(tmp_path: Path) -> None:
+    text = queue(
+        retry_base=10,
+        retry_max=600.5,
+        max_attempts=5,
+        max_age=86400,
+        poll_interval=0.5,
+        batch_size=250,
+    )
+    main_file = write(main_path(tmp_path), text)
+
+    config = load_config(main_file)
+
+    assert config.queue == QueueSettings(
+        retry_base=10.0,
+        retry_max=600.5,
+        max_attempts=5,
+        max_age=86400.0,
+        poll_interval=0.5,
+        batch_size=250,
+    )
+    assert isinstance(config.queue.retry_base, float)
+    assert isinstance(config.queue.max_age, float)
+
+
+def test_queue_table_in_drop_in(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), router(port=4242))
+    write(drop_in_path(tmp_path, "00-queue.toml"), queue(batch_size=10))
+
+    config = load_config(main_file)
+
+    assert config.queue.batch_size == 10
+    assert config.router.port == 4242
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("retry_base", 0, "greater than 0"),
+        ("retry_base", -1.5, "greater than 0"),
+        ("retry_base", math.nan, "not finite"),
+        ("retry_base", "30", "expected a number"),
+        ("retry_max", 0, "greater than 0"),
+        ("retry_max", math.inf, "not finite"),
+        ("retry_max", True, "expected a number"),
+        ("max_attempts", 0, "1 or more"),
+        ("max_attempts", -3, "1 or more"),
+        ("max_attempts", 2.5, "expected an integer"),
+        ("max_age", 0, "greater than 0"),
+        ("max_age", -259200, "greater than 0"),
+        ("poll_interval", 0, "greater than 0"),
+        ("poll_interval", -0.5, "greater than 0"),
+        ("poll_interval", [5], "expected a number"),
+        ("batch_size", 0, "1..10000"),
+        ("batch_size", 10001, "1..10000"),
+        ("batch_size", "100", "expected an integer"),
+        ("batch_size", 100.0, "expected an integer"),
+    ],
+)
+def test_queue_invalid_value(tmp_path: Path, key: str, value: object, reason: str) -> None:
+    main_file = write(main_path(tmp_path), queue(**{key: value}))
+
+    line = assert_one_problem(main_file, main_file, f"queue.{key}", value)
+
+    assert reason in line
+
+
+@pytest.mark.parametrize(("key", "value"), [("max_attempts", 1), ("batch_size", 1), ("batch_size", 10000)])
+def test_queue_bounds_accepted(tmp_path: Path, key: str, value: int) -> None:
+    main_file = write(main_path(tmp_path), queue(**{key: value}))
+
+    config = load_config(main_file)
+
+    assert getattr(config.queue, key) == value
+
+
+def test_queue_invalid_value_in_drop_in(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), "")
+    drop_in = write(drop_in_path(tmp_path, "10-queue.toml"), queue(max_attempts=0))
+
+    line = assert_one_problem(main_file, drop_in, "queue.max_attempts", 0)
+
+    assert line.startswith(f"{drop_in}: queue.max_attempts = 0: ")
+
+
+def test_retry_max_below_retry_base(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), queue(retry_base=120, retry_max=60))
+
+    line = assert_one_problem(main_file, main_file, "queue.retry_max", 60)
+
+    assert "retry_max is less than retry_base = 120" in line
+    assert "Set retry_max to 120.0 or more" in line
+
+
+def test_retry_max_below_default_base(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), queue(retry_max=10))
+
+    line = assert_one_problem(main_file, main_file, "queue.retry_max", 10)
+
+    assert "retry_base = 30.0 (the default)" in line
+
+
+def test_retry_base_above_default_max(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), queue(retry_base=7200))
+
+    line = assert_one_problem(main_file, main_file, "queue.retry_base", 7200)
+
+    assert "retry_max = 3600.0 (the default)" in line
+    assert "Set retry_base to 3600.0 or less" in line
+
+
+def test_retry_max_equal_to_base(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), queue(retry_base=60, retry_max=60.0))
+
+    config = load_config(main_file)
+
+    assert config.queue.retry_max == config.queue.retry_base
+
+
+def test_retry_comparison_skips_invalid(tmp_path: Path) -> None:
+    # An invalid retry_base is reported alone, not also compared with retry_max.
+    main_file = write(main_path(tmp_path), queue(retry_base=-1, retry_max=60))
+
+    assert_one_problem(main_file, main_file, "queue.retry_base", -1)
+
+
+def test_second_queue_table_names_both_files(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), queue(batch_size=10))
+    drop_in = write(drop_in_path(tmp_path, "10-a.toml"), queue(batch_size=20))
+
+    problems = load_problems(main_file)
+
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{drop_in}: queue: ")
+    assert str(main_file) in problems[0]
+    assert "second [queue] table" in problems[0]
+
+
+def test_queue_double_brackets_rejected(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), "[[queue]]\nbatch_size = 10\n")
+
+    line = assert_one_problem(main_file, main_file, "queue", [{"batch_size": 10}])
+
+    assert "expected a table, got an array" in line
+    assert "[queue]" in line
+
+
+def test_queue_unknown_key_suggests_nearest(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), queue(retry_maximum=60))
+
+    line = assert_one_problem(main_file, main_file, "queue.retry_maximum", 60)
+
+    assert "'retry_max'" in line
+
+
+def test_queue_key_outside_queue_table(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), "batch_size = 10\n")
+
+    line = assert_one_problem(main_file, main_file, "batch_size", 10)
+
+    assert "queue.batch_size" in line
+    assert "[queue]" in line
+
+
+def test_queue_table_misspelt(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), "[queues]\nbatch_size = 10\n")
+
+    line = assert_one_problem(main_file, main_file, "queues", {"batch_size": 10})
+
+    assert "Rename it to [queue]" in line
+
+
+# --- Database URL ------------------------------------------------------------------
+
+
+def test_database_default_empty() -> None:
+    assert RouterSettings().database == ""
+
+
+def test_database_url_default(tmp_path: Path) -> None:
+    settings = RouterSettings(state_dir=tmp_path)
+
+    assert settings.database_url == f"sqlite:///{tmp_path}/yicrouter.sqlite3"
+    assert settings.database_url.startswith("sqlite:////")
+
+
+def test_database_url_configured() -> None:
+    url = "postgresql://yicrouter@db.example/yicrouter"
+
+    assert RouterSettings(database=url).database_url == url
+
+
+def test_database_password_not_in_repr() -> None:
+    settings = RouterSettings(database="postgresql://bob:s3cret@db.example/yicrouter")
+
+    assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "sqlite:////srv/yicrouter/yicrouter.sqlite3",
+        "sqlite:////srv/yicrouter/yicrouter.sqlite3?timeout=20",
+        "postgresql://yicrouter@db.example:5432/yicrouter",
+        "postgresql://yicrouter:s3cret@127.0.0.1/yicrouter?sslmode=require",
+        "postgresql:///yicrouter",
+        "postgres://yicrouter@db.example/yicrouter",
+    ],
+)
+def test_database_url_accepted(tmp_path: Path, url: str) -> None:
+    main_file = write(main_path(tmp_path), router(database=url))
+
+    config = load_config(main_file)
+
+    assert config.router.database == url
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("mysql://yicrouter@db.example/yicrouter", "'mysql://' is not supported"),
+        ("sqlite+pool:////srv/yicrouter.sqlite3", "'sqlite+pool://' is not supported"),
+        ("postgresqlext://db.example/yicrouter", "'postgresqlext://' is not supported"),
+        ("/srv/yicrouter/yicrouter.sqlite3", "has no scheme"),
+        ("yicrouter.sqlite3", "has no scheme"),
+        ("sqlite:///yicrouter.sqlite3", "not absolute"),
+        ("sqlite:///:memory:", "not absolute"),
+        ("sqlite:///~/yicrouter.sqlite3", "not absolute"),
+        ("sqlite://db.example/yicrouter.sqlite3", "has no host"),
+        ("sqlite:////srv/yicrouter/", "names a folder"),
+        ("postgresql://db.example", "no database name"),
+        ("postgresql://db.example/", "no database name"),
+        ("postgresql://db.example:99999/yicrouter", "Port out of range"),
+        ("postgresql://db.example:pg/yicrouter", "could not be cast to integer"),
+        ("postgresql://db.example:0/yicrouter", "port is 0"),
+        ("postgresql://db.example/yicrouter ", "whitespace"),
+        (" ", "whitespace"),
+    ],
+)
+def test_database_url_rejected(tmp_path: Path, url: str, reason: str) -> None:
+    main_file = write(main_path(tmp_path), router(database=url))
+
+    line = assert_one_problem(main_file, main_file, "router.database", url)
+
+    assert reason in line
+
+
+def test_database_scheme_problem_lists_accepted(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), router(database="mysql://db.example/yicrouter"))
+
+    line = assert_one_problem(main_file, main_file, "router.database", "mysql://db.example/yicrouter")
+
+    assert "sqlite://, postgresql://, postgres://" in line
+
+
+def test_database_wrong_type(tmp_path: Path) -> None:
+    main_file = write(main_path(tmp_path), router(database=5432))
+
+    line = assert_one_problem(main_file, main_file, "router.database", 5432)
+
+    assert "expected a string" in line
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bob:s3cret@db.example:99999/yicrouter",
+        "postgresql://bob:s3c@ret@db.example:99999/yicrouter",
+        "postgresql://db.example:99999/yicrouter?user=bob&password=s3cret",
+    ],
+)
+def test_database_password_hidden(tmp_path: Path, url: str) -> None:
+    main_file = write(main_path(tmp_path), router(database=url))
+
+    problems = load_problems(main_file)
+
+    line = find_problem(problems, main_file, "router.database")
+    assert "s3c" not in line
+    assert "***" in line
+    assert len(problems) == 1
+
+
+def test_top_level_database_password_hidden(tmp_path: Path) -> None:
+    # A top-level key is reported with its value, so the password is hidden there too.
+    url = "postgresql://bob:s3cret@db.example/yicrouter"
+    main_file = write(main_path(tmp_path), f"database = {toml_value(url)}\n")
+
+    problems = load_problems(main_file)
+
+    line = find_problem(problems, main_file, "database")
+    assert "s3cret" not in line
+    assert "router.database" in line

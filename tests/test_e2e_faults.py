@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -93,6 +94,7 @@ def _start_lone_peer(
     kind: PeerKind = "dcmqrscp",
     peer_knows_router: bool = True,
     log_level: str = "debug",
+    queue_table: str = "",
 ) -> tuple[RouterProcess, SeedStudy]:
     """Start one seeded peer and a router that has it as its only peer.
 
@@ -125,6 +127,10 @@ def _start_lone_peer(
         workstations=[WorkstationEntry(workstation)],
         log_level=log_level,
     )
+    if queue_table:
+        drop_ins = work_dir / "router" / "yicrouter.d"
+        drop_ins.mkdir(parents=True, exist_ok=True)
+        (drop_ins / "50-queue.toml").write_text(queue_table, encoding="utf-8")
     stack.enter_context(router)
     return router, study
 
@@ -172,6 +178,12 @@ def test_dead_destination_fails_promptly(tmp_path: Path, cleanup: ExitStack) -> 
     assert _wait_for_event(router, "destination_association_failed")
 
 
+def _queue_rows(router: RouterProcess) -> list[tuple[str, str, int]]:
+    with sqlite3.connect(router.state_dir / "yicrouter.sqlite3") as connection:
+        cursor = connection.execute("SELECT sop_instance_uid, state, attempts FROM queue_entry ORDER BY id")
+        return [(str(uid), str(state), int(attempts)) for uid, state, attempts in cursor.fetchall()]
+
+
 def test_dead_destination_keeps_instances(tmp_path: Path, cleanup: ExitStack) -> None:
     workstation = DicomNode("WS1", free_port())
     router, study = _start_lone_peer(cleanup, tmp_path, workstation=workstation)
@@ -179,13 +191,38 @@ def test_dead_destination_keeps_instances(tmp_path: Path, cleanup: ExitStack) ->
     result = run_movescu(router.node, "WS1", _study_keys(study), calling_ae="WS1", timeout=30.0)
 
     assert result.final_status is not None, result.describe()
-    failed_dir = router.state_dir / "spool" / "failed"
-    kept = {str(dcmread(path).SOPInstanceUID): path for path in failed_dir.glob("*.dcm")}
+    jobs_dir = router.state_dir / "spool" / "jobs"
+    kept = {str(dcmread(path).SOPInstanceUID): path for path in jobs_dir.rglob("*.dcm")}
     assert sorted(kept) == sorted(study.sop_instance_uids)
     for path in study.files:
         source = dcmread(path)
         copy = dcmread(kept[str(source.SOPInstanceUID)])
         assert copy.PixelData == source.PixelData, path.name
+    rows = _queue_rows(router)
+    assert sorted(uid for uid, _, _ in rows) == sorted(study.sop_instance_uids)
+    assert {state for _, state, _ in rows} == {"queued"}
+
+
+def test_destination_back_up_gets_everything(tmp_path: Path, cleanup: ExitStack) -> None:
+    workstation = DicomNode("WS1", free_port())
+    router, study = _start_lone_peer(
+        cleanup, tmp_path, workstation=workstation,
+        queue_table="[queue]\nretry_base = 0.5\nretry_max = 1\npoll_interval = 0.5\n",
+    )
+
+    result = run_movescu(router.node, "WS1", _study_keys(study), calling_ae="WS1", timeout=30.0)
+    assert result.final_status == status.MOVE_OUT_OF_RESOURCES_SUBOPERATIONS, result.describe()
+
+    destination = StoreSCP("WS1", tmp_path / "ws1", port=workstation.port)
+    cleanup.enter_context(destination)
+    destination.wait_for_files(len(study.files), timeout=30.0)
+    wait_for(lambda: _queue_rows(router) == [], timeout=10.0,
+             message=lambda: f"queue not empty: {_queue_rows(router)}")
+
+    received = {str(ds.SOPInstanceUID) for ds in destination.received_datasets().values()}
+    assert received == set(study.sop_instance_uids)
+    assert list((router.state_dir / "spool" / "jobs").rglob("*.dcm")) == []
+    assert "queue_delivery" in router.log_text()
 
 
 # --- peer without the router as Move Destination ------------------------------

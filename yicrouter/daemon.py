@@ -27,6 +27,9 @@ from yicrouter.logs import get_logger
 from yicrouter.moves import MoveRegistry
 from yicrouter.net import TUNING_HANDLERS
 from yicrouter.query import InformationModel
+from yicrouter import retry_queue
+from yicrouter.delivery import DeliveryJob, DeliverySettings
+from yicrouter.retry_queue import QueueEntry, RetryPolicy
 from yicrouter.routing import Location
 from yicrouter.scp.association import RouterServer, start_server
 from yicrouter.scp.common import RouterServices
@@ -103,6 +106,16 @@ class Router:
         self._server: RouterServer | None = None
         self._previous_chunking: tuple[bool, bool] | None = None
         self._state_lock = StateDirLock(config.router.state_dir)
+        self._requeued = 0
+        queue = config.queue
+        self.services.retry_policy = RetryPolicy(
+            base=queue.retry_base, maximum=queue.retry_max,
+            max_attempts=queue.max_attempts, max_age=queue.max_age,
+        )
+        self._delivery = DeliveryJob(
+            config, self.spool, self.services.retry_policy,
+            DeliverySettings(poll_interval=queue.poll_interval, batch_size=queue.batch_size),
+        )
 
     def start(self) -> None:
         """Prepare the state folder and start listening.
@@ -123,12 +136,14 @@ class Router:
         except RouterStartError:
             self._restore_settings()
             raise
+        self._delivery.start()
         log.info(
             "router_started", version=__version__, ae_title=router.ae_title,
             bind=router.bind, port=self.port, state_dir=str(router.state_dir),
             config_files=[str(f) for f in self.config.files],
             peers=[p.name for p in self.config.peers],
             workstations=[w.ae_title for w in self.config.workstations],
+            queue_depth=retry_queue.depth(), requeued_after_restart=self._requeued,
         )
 
     def _prepare_state_dir(self) -> None:
@@ -143,7 +158,8 @@ class Router:
             ) from exc
         self._lock_state_dir()
         try:
-            open_database(state_dir, [Location])
+            open_database(state_dir, [Location, QueueEntry], self.config.router.database_url)
+            self._requeued = retry_queue.release()
         except SchemaTooNew as exc:
             raise self._start_error(
                 "state_dir", str(state_dir), "the database in this folder has a newer schema version",
@@ -214,6 +230,7 @@ class Router:
         ended, so they are restored only after running moves got the signal to end.
         """
         self.stop_accepting()
+        self._delivery.stop()
         if len(self.moves) > 0:
             self.services.stopping.set()
             _wait_for_moves(self, _FINAL_RESPONSE_SECONDS)

@@ -31,14 +31,17 @@ class SchemaTooNew(RuntimeError):
     """Raised when the database was written by a newer yicrouter."""
 
 
-def open_database(state_dir: Path, models: list[type[BaseModel]]) -> peewee.Database:
-    """Open (creating if needed) the database in `state_dir` and its tables."""
+def open_database(state_dir: Path, models: list[type[BaseModel]], url: str = "") -> peewee.Database:
+    """Open (creating if needed) the database and its tables.
+
+    `url` is a peewee database URL; "" means the SQLite file in `state_dir`.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{state_dir / 'yicrouter.sqlite3'}"
-    database = connect(
-        url,
-        pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 10000},
-    )
+    url = url or f"sqlite:///{state_dir / 'yicrouter.sqlite3'}"
+    options: dict[str, object] = {}
+    if url.startswith("sqlite"):
+        options["pragmas"] = {"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 10000}
+    database = connect(url, **options)
     database_proxy.initialize(database)
     with database.connection_context():
         database.create_tables([SchemaVersion, *models], safe=True)

@@ -59,10 +59,16 @@ class Forwarder:
         self._wanted: dict[str, set[str]] = {}
         self._message_id = 0
         self._unreachable: str | None = None
-        self._log = log.bind(**log_context, destination_ae_title=destination.ae_title)
+        self._log = log.bind(**{"destination_ae_title": destination.ae_title, **log_context})
 
-    def send(self, instance: ReceivedInstance) -> ForwardResult:
-        """Send one instance; return its C-STORE status, never raise."""
+    def send(self, instance: ReceivedInstance, originator: tuple[str, int] | None = None) -> ForwardResult:
+        """Send one instance; return its C-STORE status, never raise.
+
+        `originator` overrides the Move Originator AE Title and Message ID
+        given at construction, for instances of several moves on one association.
+        """
+        if originator is not None:
+            self._originator = originator
         if self._unreachable is not None:
             return ForwardResult(status.STORE_OUT_OF_RESOURCES, self._unreachable)
         self._want(instance)

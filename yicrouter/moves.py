@@ -39,6 +39,8 @@ class ReceivedInstance:
     sop_instance_uid: str
     transfer_syntax: str
     size: int
+    # The instance's row in the retry queue; 0 when it has none.
+    entry_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,11 @@ class MoveJob:
     inbox: "queue.Queue[ReceivedInstance | PeerFinished]" = field(default_factory=queue.Queue)
     received_uids: set[str] = field(default_factory=set)
     peer_progress: MoveProgress = field(default_factory=MoveProgress)
+
+    @property
+    def queue_owner(self) -> str:
+        """Return the owner name of this move's rows in the retry queue."""
+        return f"move:{self.id}"
 
     def covers(self, keys: InstanceKeys) -> bool:
         """Return True if the move's identifier selects this instance."""

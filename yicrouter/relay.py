@@ -21,7 +21,7 @@ from yicrouter.forwarder import Forwarder
 from yicrouter.logs import get_logger
 from yicrouter.moves import MoveJob, PeerFinished, ReceivedInstance
 from yicrouter.peer_client import MoveOutcome, MoveProgress, PeerMove
-from yicrouter.spool import Spool
+from yicrouter.queue_book import QueueBook
 
 log = get_logger(__name__)
 
@@ -94,7 +94,7 @@ class MoveRelay:
         job: MoveJob,
         peers: list[PeerSettings],
         forwarder: Forwarder,
-        spool: Spool,
+        queue_book: QueueBook,
         local_ae_title: str,
         max_pdu: int,
         send_pending: Callable[[MoveCounts, int], None],
@@ -106,7 +106,7 @@ class MoveRelay:
         self.job = job
         self._peers = peers
         self._forwarder = forwarder
-        self._spool = spool
+        self._queue = queue_book
         self._local_ae_title = local_ae_title
         self._max_pdu = max_pdu
         self._send_pending = send_pending
@@ -164,10 +164,11 @@ class MoveRelay:
             getattr(self._log, level)(
                 "forward_failed", sop_instance_uid=instance.sop_instance_uid,
                 store_status=f"0x{forwarded.status:04X}", reason=forwarded.reason,
+                queued_for_retry=True,
             )
-            self._spool.keep_failed(instance.path)
+            self._queue.failed(instance, forwarded.reason or f"C-STORE status 0x{forwarded.status:04X}")
         else:
-            self._spool.discard(instance.path)
+            self._queue.delivered(instance)
 
     def _report_progress(self, requester_lost: bool) -> None:
         self._last_pending_at = time.monotonic()
@@ -224,15 +225,15 @@ class MoveRelay:
             call.abort()
 
     def _empty_inbox(self, keep: bool) -> None:
-        """Remove instances not yet forwarded, keeping their files unless cancelled."""
+        """Remove instances not yet forwarded; drop them too when cancelled.
+
+        Kept instances stay in the retry queue, and the delivery job sends
+        them once the move has released its rows.
+        """
         while True:
             try:
                 item = self.job.inbox.get_nowait()
             except queue.Empty:
                 return
-            if not isinstance(item, ReceivedInstance):
-                continue
-            if keep:
-                self._spool.keep_failed(item.path)
-            else:
-                self._spool.discard(item.path)
+            if isinstance(item, ReceivedInstance) and not keep:
+                self._queue.dropped(item)

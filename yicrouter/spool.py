@@ -19,12 +19,11 @@ class Spool:
         self.root = state_dir / "spool"
         self.incoming = self.root / "incoming"
         self.jobs = self.root / "jobs"
-        self.failed = self.root / "failed"
         self._previous_tempdir: str | None = None
 
     def prepare(self) -> None:
         """Create the spool folders and send pynetdicom's temporary files there."""
-        for folder in (self.incoming, self.jobs, self.failed):
+        for folder in (self.incoming, self.jobs):
             folder.mkdir(parents=True, exist_ok=True)
         self._previous_tempdir = tempfile.tempdir
         tempfile.tempdir = str(self.incoming)
@@ -54,18 +53,13 @@ class Spool:
         return target
 
     def discard(self, path: Path) -> None:
+        """Delete a spooled file, and its move's folder once that is empty."""
         path.unlink(missing_ok=True)
-
-    def keep_failed(self, path: Path) -> Path:
-        """Keep an instance whose forward failed, for a later retry."""
-        target = self.failed / path.name
-        os.replace(path, target)
-        return target
-
-    def finish_job(self, job_id: str) -> None:
-        folder = self.jobs / job_id
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        if path.parent.parent == self.jobs:
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass  # other instances of the move are still queued
 
 
 def _fsync(path: Path, flags: int) -> None:

@@ -1,4 +1,8 @@
-"""Splitting each parsed file into `[router]`, `[[peer]]` and `[[workstation]]` tables."""
+"""Splitting each parsed file into its tables.
+
+At most one file may contain each single table, `[router]` and `[queue]`. The
+`[[peer]]` and `[[workstation]]` arrays of tables may be in any file.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,16 @@ from typing import Any
 from yicrouter.config.problems import key_problem, value_problem
 from yicrouter.config.schema import (
     PEER_KEYS,
+    QUEUE_KEYS,
     ROUTER_KEYS,
+    SINGLE_TABLE_KEYS,
     TABLE_HEADERS,
     WORKSTATION_KEYS,
     describe_toml_type,
     suggest_key,
 )
 from yicrouter.config.settings import RouterSettings
-from yicrouter.config.tables import CheckedTable, check_table
+from yicrouter.config.tables import CheckedTable, check_retry_delays, check_table
 
 
 @dataclass
@@ -31,6 +37,9 @@ class Collected:
     router_ae_title: str | None = RouterSettings.ae_title
     # File whose [router] table sets ae_title, or None for the default.
     router_ae_title_file: Path | None = None
+    # Values of the [queue] table that passed their checks.
+    queue: dict[str, Any] = field(default_factory=dict)
+    queue_file: Path | None = None
     tables: list[CheckedTable] = field(default_factory=list)
 
 
@@ -44,6 +53,8 @@ def collect_document(
     for key, value in document.items():
         if key == "router":
             _collect_router(file, value, main_dir, collected, problems)
+        elif key == "queue":
+            _collect_queue(file, value, collected, problems)
         elif key in ("peer", "workstation"):
             _collect_array(file, key, value, collected, problems)
         else:
@@ -54,11 +65,14 @@ def _describe_unknown_top_level(file: Path, key: str, value: object) -> str:
     headers = ", ".join(TABLE_HEADERS.values())
 
     if not isinstance(value, (dict, list)):
-        router_key = suggest_key(key, ROUTER_KEYS)
-        if router_key is not None:
+        # Maps each key of a single table to that table's name.
+        single_table_keys = {k: name for name, specs in SINGLE_TABLE_KEYS.items() for k in specs}
+        table_key = suggest_key(key, single_table_keys)
+        if table_key is not None:
+            table = single_table_keys[table_key]
             message = (
-                f"unknown top-level key. If router.{router_key} was meant,"
-                f" write {router_key} = ... below a [router] line."
+                f"unknown top-level key. If {table}.{table_key} was meant,"
+                f" write {table_key} = ... below a {TABLE_HEADERS[table]} line."
             )
         else:
             message = f"unknown top-level key. Write keys below one of these tables: {headers}."
@@ -72,39 +86,65 @@ def _describe_unknown_top_level(file: Path, key: str, value: object) -> str:
     return value_problem(file, key, value, message)
 
 
-def _collect_router(
-    file: Path, value: object, main_dir: Path, collected: Collected, problems: list[str]
-) -> None:
+def _as_single_table(
+    file: Path, name: str, value: object, first_file: Path | None, problems: list[str]
+) -> dict[str, Any] | None:
+    """Return the `[router]` or `[queue]` table, or append a problem and return None.
+
+    Returns None when `value` is not a table, or when `first_file` already
+    contains this table.
+    """
+    header = TABLE_HEADERS[name]
     if not isinstance(value, dict):
         problems.append(
             value_problem(
                 file,
-                "router",
+                name,
                 value,
                 f"expected a table, got {describe_toml_type(value)}."
-                " Write a [router] line followed by key = value lines.",
+                f" Write a {header} line followed by key = value lines.",
             )
         )
-        return
-    if collected.router_file is not None:
+        return None
+    if first_file is not None:
         problems.append(
             key_problem(
                 file,
-                "router",
-                f"a second [router] table, but the first is in {collected.router_file}."
-                " Keep one [router] table and move its keys there.",
+                name,
+                f"a second {header} table, but the first is in {first_file}."
+                f" Keep one {header} table and move its keys there.",
             )
         )
+        return None
+    return value
+
+
+def _collect_router(
+    file: Path, value: object, main_dir: Path, collected: Collected, problems: list[str]
+) -> None:
+    table = _as_single_table(file, "router", value, collected.router_file, problems)
+    if table is None:
         return
 
     collected.router_file = file
-    values = check_table(file, "router", value, ROUTER_KEYS, problems)
+    values = check_table(file, "router", table, ROUTER_KEYS, problems)
     if "state_dir" in values:
         values["state_dir"] = _resolve_state_dir(values["state_dir"], main_dir)
-    if "ae_title" in value:
+    if "ae_title" in table:
         collected.router_ae_title = values.get("ae_title")
         collected.router_ae_title_file = file
     collected.router = values
+
+
+def _collect_queue(file: Path, value: object, collected: Collected, problems: list[str]) -> None:
+    table = _as_single_table(file, "queue", value, collected.queue_file, problems)
+    if table is None:
+        return
+
+    collected.queue_file = file
+    values = check_table(file, "queue", table, QUEUE_KEYS, problems)
+    check_retry_delays(file, table, values, problems)
+    collected.queue = values
 
 
 def _resolve_state_dir(value: str, main_dir: Path) -> Path:

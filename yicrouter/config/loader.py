@@ -8,7 +8,13 @@ from yicrouter.config.documents import Collected, collect_document
 from yicrouter.config.duplicates import check_unique_ae_titles, check_unique_peer_names
 from yicrouter.config.files import DROP_IN_FOLDER_NAME, list_drop_in_files, parse_file
 from yicrouter.config.problems import ConfigError
-from yicrouter.config.settings import Config, PeerSettings, RouterSettings, WorkstationSettings
+from yicrouter.config.settings import (
+    Config,
+    PeerSettings,
+    QueueSettings,
+    RouterSettings,
+    WorkstationSettings,
+)
 
 
 def load_config(path: Path) -> Config:
@@ -16,8 +22,8 @@ def load_config(path: Path) -> Config:
 
     The main file is read first, then each `*.toml` file of the `yicrouter.d/`
     folder beside it in name order. Any file may contain `[[peer]]` and
-    `[[workstation]]` tables, but only one file may contain `[router]`. Raises
-    ConfigError with every problem found in all files.
+    `[[workstation]]` tables, but only one file may contain `[router]`, and
+    only one `[queue]`. Raises ConfigError with every problem found in all files.
     """
     main_file = Path(path).absolute()
     if not main_file.exists():
@@ -66,6 +72,7 @@ def _build_config(collected: Collected, files: list[Path]) -> Config:
             if table.kind == "workstation"
         ),
         files=tuple(files),
+        queue=QueueSettings(**collected.queue),
     )
 
 

@@ -12,8 +12,11 @@ from yicrouter.config.values import (
     LOG_FORMATS,
     LOG_LEVELS,
     check_ae_title,
+    check_batch_size,
     check_bind,
+    check_database_url,
     check_host,
+    check_max_attempts,
     check_max_pdu,
     check_spool_min_free_mb,
     check_peer_name,
@@ -49,7 +52,20 @@ ROUTER_KEYS: Final = {
     "spool_min_free_mb": KeySpec(INTEGER, check_spool_min_free_mb),
     "log_level": KeySpec(STRING, make_choice_check(LOG_LEVELS)),
     "log_format": KeySpec(STRING, make_choice_check(LOG_FORMATS)),
+    "database": KeySpec(STRING, check_database_url),
 }
+
+QUEUE_KEYS: Final = {
+    "retry_base": KeySpec(NUMBER, check_seconds),
+    "retry_max": KeySpec(NUMBER, check_seconds),
+    "max_attempts": KeySpec(INTEGER, check_max_attempts),
+    "max_age": KeySpec(NUMBER, check_seconds),
+    "poll_interval": KeySpec(NUMBER, check_seconds),
+    "batch_size": KeySpec(INTEGER, check_batch_size),
+}
+
+# Tables that at most one file may contain, each with its keys.
+SINGLE_TABLE_KEYS: Final = {"router": ROUTER_KEYS, "queue": QUEUE_KEYS}
 
 WORKSTATION_KEYS: Final = {
     "ae_title": KeySpec(STRING, check_ae_title, 'ae_title = "CTWS1"'),
@@ -75,6 +91,7 @@ PEER_KEYS: Final = {
 # Top-level tables and how each is written in TOML.
 TABLE_HEADERS: Final = {
     "router": "[router]",
+    "queue": "[queue]",
     "peer": "[[peer]]",
     "workstation": "[[workstation]]",
 }

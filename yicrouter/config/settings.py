@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
+
+# Name of the SQLite file in state_dir when router.database is "".
+DEFAULT_DATABASE_FILE_NAME: Final = "yicrouter.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,39 @@ class RouterSettings:
     log_level: str = "info"
     # One of LOG_FORMATS in values.py.
     log_format: str = "console"
+    # peewee database URL, or "" for the SQLite file in state_dir. Left out of
+    # repr, because a PostgreSQL URL may contain a password.
+    database: str = field(default="", repr=False)
+
+    @property
+    def database_url(self) -> str:
+        """Database URL to open: `database`, or the SQLite file in state_dir when it is ""."""
+        if self.database:
+            return self.database
+        # peewee opens the path after "sqlite:///", so an absolute state_dir
+        # gives four slashes.
+        return f"sqlite:///{self.state_dir / DEFAULT_DATABASE_FILE_NAME}"
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The `[queue]` table: retries of the durable queue of outgoing instances."""
+
+    # Seconds before the first retry of a failed delivery.
+    retry_base: float = 30.0
+    # Maximum seconds between two attempts. Later delays grow from retry_base
+    # up to this value, which is at least retry_base.
+    retry_max: float = 3600.0
+    # Delivery attempts after which an instance becomes a dead letter.
+    max_attempts: int = 20
+    # Seconds after arrival at which an undelivered instance becomes a dead
+    # letter. The default is 3 days.
+    max_age: float = 259200.0
+    # Seconds between two runs of the delivery job that looks for due instances.
+    poll_interval: float = 5.0
+    # Maximum number of instances that one run sends to one destination over
+    # one association.
+    batch_size: int = 100
 
 
 @dataclass(frozen=True)
@@ -76,6 +113,7 @@ class Config:
     peers: tuple[PeerSettings, ...] = ()
     workstations: tuple[WorkstationSettings, ...] = ()
     files: tuple[Path, ...] = ()
+    queue: QueueSettings = field(default_factory=QueueSettings)
 
     def peer_by_name(self, name: str) -> PeerSettings | None:
         return next((p for p in self.peers if p.name == name), None)

@@ -14,6 +14,7 @@ from yicrouter.config.schema import (
     has_kind,
     suggest_key,
 )
+from yicrouter.config.settings import QueueSettings
 
 
 @dataclass
@@ -54,6 +55,48 @@ def check_table(
 
     _check_required_keys(file, label, table, specs, problems)
     return values
+
+
+def check_retry_delays(
+    file: Path, table: dict[str, Any], values: dict[str, Any], problems: list[str]
+) -> None:
+    """Check that the `[queue]` table's retry_max is at least its retry_base.
+
+    A key that the table leaves out counts with its default. A key that the
+    table sets to an invalid value was reported already, so the check is skipped.
+    """
+    keys = ("retry_base", "retry_max")
+    if any(key in table and key not in values for key in keys):
+        return
+    retry_base = values.get("retry_base", QueueSettings.retry_base)
+    retry_max = values.get("retry_max", QueueSettings.retry_max)
+    if retry_max >= retry_base:
+        return
+
+    # Report the key that the table sets, retry_max when it sets both.
+    if "retry_max" in table:
+        other = _describe_setting("retry_base", retry_base, table)
+        message = (
+            f"retry_max is less than {other}, but the delay between attempts grows"
+            f" from retry_base up to retry_max. Set retry_max to {retry_base} or more,"
+            " or lower retry_base."
+        )
+        problems.append(value_problem(file, "queue.retry_max", table["retry_max"], message))
+    else:
+        other = _describe_setting("retry_max", retry_max, table)
+        message = (
+            f"retry_base is greater than {other}, but the delay between attempts grows"
+            f" from retry_base up to retry_max. Set retry_base to {retry_max} or less,"
+            f" or set retry_max to {retry_base} or more."
+        )
+        problems.append(value_problem(file, "queue.retry_base", table["retry_base"], message))
+
+
+def _describe_setting(key: str, value: float, table: dict[str, Any]) -> str:
+    """Return e.g. "retry_max = 3600.0 (the default)" for a key that `table` leaves out."""
+    if key in table:
+        return f"{key} = {table[key]!r}"
+    return f"{key} = {value!r} (the default)"
 
 
 def _check_value(

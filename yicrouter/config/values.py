@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Final
+from urllib.parse import SplitResult, urlsplit
 
 # PS3.5 table 6.2-1, VR AE: at most 16 characters of printable ASCII, without
 # backslash. Leading and trailing spaces are not significant.
@@ -22,6 +23,13 @@ MAX_PDU_MAX: Final = 1048576
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("console", "json")
+
+# URL schemes of router.database. peewee's playhouse.db_url (peewee 4.5) maps
+# "sqlite" to SqliteDatabase, and "postgresql" and "postgres" to PostgresqlDatabase.
+DATABASE_URL_SCHEMES: Final = ("sqlite", "postgresql", "postgres")
+
+# NOTE: this bound is this project's sanity limit for one association.
+BATCH_SIZE_MAX: Final = 10000
 
 _PORT_MIN: Final = 1
 _PORT_MAX: Final = 65535
@@ -113,6 +121,87 @@ def check_state_dir(value: str) -> list[str]:
     if value.startswith("~"):
         return ["state_dir starts with '~', which is not expanded. Write the full path."]
     return []
+
+
+def check_max_attempts(value: int) -> list[str]:
+    if value >= 1:
+        return []
+    return ["max_attempts must be 1 or more. Set the number of delivery attempts, e.g. 20."]
+
+
+def check_batch_size(value: int) -> list[str]:
+    if 1 <= value <= BATCH_SIZE_MAX:
+        return []
+    return [
+        f"batch_size is outside 1..{BATCH_SIZE_MAX}."
+        " Set the number of instances per association, e.g. 100."
+    ]
+
+
+def check_database_url(value: str) -> list[str]:
+    """Check a peewee database URL. The empty string selects the default SQLite file."""
+    if value == "":
+        return []
+    if any(c.isspace() for c in value):
+        return ["database URL contains whitespace. Remove it."]
+
+    try:
+        url = urlsplit(value)
+        # Reading the port raises ValueError when it is not a number from 0 to 65535.
+        port = url.port
+    except ValueError as error:
+        return [f"database URL is invalid: {error}. Correct the host and port."]
+
+    if url.scheme not in DATABASE_URL_SCHEMES:
+        return [_describe_database_scheme_problem(url.scheme)]
+    if url.scheme == "sqlite":
+        return _check_sqlite_url(url)
+    return _check_postgresql_url(url, port)
+
+
+def _describe_database_scheme_problem(scheme: str) -> str:
+    accepted = ", ".join(f"{s}://" for s in DATABASE_URL_SCHEMES)
+    if scheme:
+        problem = f"database URL scheme '{scheme}://' is not supported."
+    else:
+        problem = "database is not a URL, because it has no scheme."
+    return (
+        f"{problem} The accepted schemes are {accepted}, e.g."
+        " 'sqlite:////var/lib/yicrouter/yicrouter.sqlite3'"
+        " or 'postgresql://yicrouter@db.example/yicrouter'."
+    )
+
+
+def _check_sqlite_url(url: SplitResult) -> list[str]:
+    # peewee drops the first "/" of the URL path and opens the rest, so an
+    # absolute file path follows three slashes: sqlite:////var/lib/x.sqlite3.
+    path = url.path[1:]
+    example = "e.g. 'sqlite:////var/lib/yicrouter/yicrouter.sqlite3'"
+    if url.netloc:
+        return [
+            "a sqlite URL has no host, but this one has text between '//' and the"
+            f" next '/'. Write sqlite:/// followed by the absolute file path, {example}."
+        ]
+    if not path.startswith("/"):
+        return [
+            "the SQLite file path is not absolute, so it would depend on the"
+            f" working folder. Write sqlite:/// followed by the absolute file path, {example}."
+        ]
+    if path.endswith("/"):
+        return [f"the SQLite path ends with '/', so it names a folder. Add a file name, {example}."]
+    return []
+
+
+def _check_postgresql_url(url: SplitResult, port: int | None) -> list[str]:
+    messages = []
+    if not url.path[1:]:
+        messages.append(
+            "the PostgreSQL URL has no database name. Add '/' and the name after"
+            " the host, e.g. 'postgresql://yicrouter@db.example/yicrouter'."
+        )
+    if port == 0:
+        messages.append(f"the PostgreSQL port is 0. Set a port from {_PORT_MIN} to {_PORT_MAX}, e.g. 5432.")
+    return messages
 
 
 def make_choice_check(choices: tuple[str, ...]) -> Callable[[str], list[str]]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 
 from yicrouter.config import Config
+from yicrouter.retry_queue import RetryPolicy
 
 if TYPE_CHECKING:
     from yicrouter.moves import MoveRegistry
@@ -22,6 +23,7 @@ class RouterServices:
     config: Config
     moves: "MoveRegistry"
     spool: "Spool"
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     # Set when the router stops: running moves then end with a failure status.
     stopping: threading.Event = field(default_factory=threading.Event)
 

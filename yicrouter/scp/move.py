@@ -19,6 +19,7 @@ from pynetdicom.presentation import PresentationContext
 from yicrouter import status
 from yicrouter.config import PeerSettings, WorkstationSettings
 from yicrouter.forwarder import Forwarder
+from yicrouter.queue_book import QueueBook, release_rows
 from yicrouter.logs import get_logger
 from yicrouter.moves import MoveJob
 from yicrouter.query import InvalidIdentifier, Query, model_for_sop_class, parse_retrieve
@@ -208,7 +209,8 @@ def _relay(job: MoveJob, peers: list[PeerSettings], responder: MoveResponder, se
     forwarder = Forwarder(job.destination, router.ae_title, router.max_pdu,
                           (job.requester_ae_title, job.requester_message_id), log_context)
     relay = MoveRelay(
-        job, peers, forwarder, services.spool, router.ae_title, router.max_pdu,
+        job, peers, forwarder, QueueBook(services.spool, services.retry_policy, log_context),
+        router.ae_title, router.max_pdu,
         send_pending=responder.send_pending, is_cancelled=responder.is_cancelled,
         requester_alive=responder.requester_alive, router_stopping=services.stopping.is_set,
         log_context=log_context,
@@ -219,7 +221,7 @@ def _relay(job: MoveJob, peers: list[PeerSettings], responder: MoveResponder, se
     finally:
         services.moves.remove(job)
         forwarder.close()
-        services.spool.finish_job(job.id)
+        release_rows(job.queue_owner, log_context)
 
 
 def _finish(responder: MoveResponder, result: RelayResult, services: RouterServices,

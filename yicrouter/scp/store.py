@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import peewee
 from pydicom import dcmread
 from pydicom.tag import Tag
 
-from yicrouter import status
+from yicrouter import retry_queue, status
 from yicrouter.logs import get_logger
-from yicrouter.moves import InstanceKeys, ReceivedInstance
+from yicrouter.moves import InstanceKeys, MoveJob, ReceivedInstance
 from yicrouter.scp.common import RouterServices, association_log_context
 
 log = get_logger(__name__)
+
+# Seconds beyond the move's own deadline that its queue rows stay leased, so
+# the delivery job does not take them while the move may still forward them.
+_LEASE_MARGIN_SECONDS = 60.0
 
 _KEY_TAGS = [Tag("PatientID"), Tag("StudyInstanceUID"), Tag("SeriesInstanceUID"), Tag("SOPInstanceUID")]
 
@@ -43,6 +49,26 @@ def _enough_space(services: RouterServices, temporary: Path, context: dict[str, 
               spool_min_free_mb=services.config.router.spool_min_free_mb,
               reason="free space is below router.spool_min_free_mb, so the instance was refused")
     return False
+
+
+def _record(instance: ReceivedInstance, job: MoveJob, services: RouterServices,
+            context: dict[str, Any]) -> int | None:
+    """Commit the instance's retry-queue row; return its id, or None when the database failed."""
+    lease = (job.peer.move_deadline if job.peer is not None else 3600.0) + _LEASE_MARGIN_SECONDS
+    try:
+        entry_id, replaced = retry_queue.enqueue(
+            sop_instance_uid=instance.sop_instance_uid, sop_class_uid=instance.sop_class_uid,
+            transfer_syntax=instance.transfer_syntax, path=str(instance.path), size=instance.size,
+            destination=job.destination.ae_title,
+            originator=(job.requester_ae_title, job.requester_message_id),
+            move_id=job.id, owner=job.queue_owner, lease_seconds=lease,
+        )
+    except peewee.PeeweeException as exc:
+        log.error("queue_write_failed", **context, move_id=job.id, error=str(exc))
+        return None
+    if replaced is not None:
+        services.spool.discard(Path(replaced))
+    return entry_id
 
 
 def handle_store(event: Any, services: RouterServices) -> int:
@@ -76,12 +102,17 @@ def handle_store(event: Any, services: RouterServices) -> int:
         log.error("spool_write_failed", **context, move_id=job.id, error=str(exc))
         return status.STORE_OUT_OF_RESOURCES
 
-    job.inbox.put(ReceivedInstance(
+    instance = ReceivedInstance(
         path=path,
         sop_class_uid=str(request.AffectedSOPClassUID),
         sop_instance_uid=sop_instance_uid,
         transfer_syntax=str(event.context.transfer_syntax),
         size=size,
-    ))
+    )
+    entry_id = _record(instance, job, services, context)
+    if entry_id is None:
+        services.spool.discard(path)
+        return status.STORE_OUT_OF_RESOURCES
+    job.inbox.put(replace(instance, entry_id=entry_id))
     log.debug("store_received", **context, move_id=job.id, bytes=size)
     return status.SUCCESS
