@@ -8,6 +8,7 @@ time of each response.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # t
 from harness.dcmtk import StoreSCP, run_findscu, run_movescu
 from harness.ports import DicomNode, free_port
 from harness.router import PeerEntry, RouterProcess, WorkstationEntry
+from harness.waiting import wait_for
 from yicrouter import status
 from yicrouter.demo.samplepacs import FaultOptions, SamplePacs
 from yicrouter.demo.seed import SeedStudy, build_study
@@ -52,6 +54,7 @@ def _studies(seed_dir: Path) -> dict[str, SeedStudy]:
         "c": study("c", ("CT_small.dcm",), 6),
         "d": study("d", ("MR_small.dcm",), 2),
         "e": study("e", ("CT_small.dcm",), 1),
+        "big": study("big", ("CT_small.dcm",), 200),
         # Two different people who happen to have the same Patient ID at two trusts.
         "alpha": build_study(seed_dir / "alpha", patient_id="DUP-1", patient_name="Alpha^Ann",
                              accession_number="FKALPHA", sources=("CT_small.dcm",)),
@@ -187,6 +190,7 @@ class SlowDestination:
     ae_title: str
     port: int
     arrivals: list[float] = field(default_factory=list)
+    sop_instance_uids: list[str] = field(default_factory=list)
 
     def start(self) -> None:
         ae = AE(ae_title=self.ae_title)
@@ -198,6 +202,7 @@ class SlowDestination:
     def _store(self, event: evt.Event) -> int:
         time.sleep(0.05)
         self.arrivals.append(time.monotonic())
+        self.sop_instance_uids.append(str(event.request.AffectedSOPInstanceUID))
         return 0x0000
 
     def stop(self) -> None:
@@ -470,3 +475,49 @@ def test_spool_floor_refuses_instances(start_region: Callable[..., FakeRegion], 
         assert {str(ds.StudyInstanceUID) for ds in find.datasets} == {study.study_uid}
     finally:
         ws1.stop()
+
+
+# --- SIGKILL in the middle of a relay ----------------------------------------------------
+
+
+def test_sigkill_mid_relay_loses_nothing(start_region: Callable[..., FakeRegion], tmp_path: Path) -> None:
+    queue_settings = {"retry_base": 0.5, "retry_max": 1.0, "poll_interval": 0.5}
+    region = start_region({"fast": (FaultOptions(), ["big"])})
+    study = region.studies["big"]
+    destination = SlowDestination("WS1", region.workstations["WS1"].port)
+    destination.start()
+    drop_ins = region.router.work_dir / "yicrouter.d"
+    drop_ins.mkdir(exist_ok=True)
+    (drop_ins / "50-queue.toml").write_text(
+        "[queue]\n" + "".join(f"{key} = {value}\n" for key, value in queue_settings.items()), encoding="utf-8"
+    )
+    mover = ThreadPoolExecutor(max_workers=1)
+    try:
+        mover.submit(run_movescu, region.router.node, "WS1", _study_keys(study), calling_ae="WS1", timeout=60.0)
+        # The peer sends faster than the slow destination takes instances, so
+        # every instance is acknowledged while most still wait to be forwarded.
+        wait_for(lambda: region.router.log_text().count("store_received") >= len(study.files), timeout=60.0,
+                 message="the router did not receive the whole study")
+        forwarded_before_kill = len(destination.sop_instance_uids)
+        assert region.router.process is not None
+        region.router.process.send_signal(signal.SIGKILL)
+        region.router.process.wait(timeout=10.0)
+        region.router.stop()
+
+        restarted = RouterProcess(
+            region.router.work_dir, ae_title=ROUTER_AE, port=region.router.port,
+            peers=region.router.peers, workstations=region.router.workstations,
+        )
+        restarted.start()
+        try:
+            wait_for(lambda: set(destination.sop_instance_uids) >= set(study.sop_instance_uids), timeout=90.0,
+                     message=lambda: f"{len(set(destination.sop_instance_uids))} of {len(study.files)} delivered")
+        finally:
+            assert restarted.stop() == 0
+    finally:
+        mover.shutdown(wait=False, cancel_futures=True)
+        destination.stop()
+
+    assert forwarded_before_kill < len(study.files), "the kill came too late to test anything"
+    assert "requeued_after_restart=" in restarted.log_text()
+    assert set(destination.sop_instance_uids) == set(study.sop_instance_uids)
