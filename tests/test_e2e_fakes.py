@@ -9,6 +9,10 @@ time of each response.
 from __future__ import annotations
 
 import signal
+import sqlite3
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -521,3 +525,60 @@ def test_sigkill_mid_relay_loses_nothing(start_region: Callable[..., FakeRegion]
     assert forwarded_before_kill < len(study.files), "the kill came too late to test anything"
     assert "requeued_after_restart=" in restarted.log_text()
     assert set(destination.sop_instance_uids) == set(study.sop_instance_uids)
+
+
+# --- A destination that rejects instances: retries, dead letters, queue retry -----------
+
+
+@dataclass
+class RejectingDestination(SlowDestination):
+    """A Storage SCP that answers 0xA700 (Out of Resources) while `rejecting` is set."""
+
+    rejecting: threading.Event = field(default_factory=threading.Event)
+
+    def _store(self, event: evt.Event) -> int:
+        if self.rejecting.is_set():
+            return status.STORE_OUT_OF_RESOURCES
+        self.sop_instance_uids.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+
+def _queue_states(router: RouterProcess) -> list[str]:
+    with sqlite3.connect(router.state_dir / "yicrouter.sqlite3") as connection:
+        return [str(row[0]) for row in connection.execute("SELECT state FROM queue_entry")]
+
+
+def test_rejected_instances_become_dead_then_retried(
+    start_region: Callable[..., FakeRegion], tmp_path: Path
+) -> None:
+    region = start_region({"fast": (FaultOptions(), ["d"])})
+    region.router.stop()
+    drop_ins = region.router.work_dir / "yicrouter.d"
+    drop_ins.mkdir(exist_ok=True)
+    (drop_ins / "50-queue.toml").write_text(
+        "[queue]\nretry_base = 0.2\nretry_max = 0.5\nmax_attempts = 3\npoll_interval = 0.3\n", encoding="utf-8"
+    )
+    region.router.start()
+    study = region.studies["d"]
+    destination = RejectingDestination("WS1", region.workstations["WS1"].port)
+    destination.rejecting.set()
+    destination.start()
+    try:
+        result = run_movescu(region.router.node, "WS1", _study_keys(study), calling_ae="WS1", timeout=60.0)
+        assert result.final_status == status.MOVE_OUT_OF_RESOURCES_SUBOPERATIONS, result.describe()
+        wait_for(lambda: _queue_states(region.router) == ["dead"] * len(study.files), timeout=30.0,
+                 message=lambda: f"queue states: {_queue_states(region.router)}")
+        region.router.wait_for_log(r"dead_letter")
+        assert destination.sop_instance_uids == []
+
+        destination.rejecting.clear()
+        retry = subprocess.run(
+            [sys.executable, "-m", "yicrouter", "queue", "retry", "--dead", "--config", str(region.router.config_path)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert retry.returncode == 0, retry.stderr
+        wait_for(lambda: _queue_states(region.router) == [], timeout=30.0,
+                 message=lambda: f"queue states: {_queue_states(region.router)}")
+        assert sorted(destination.sop_instance_uids) == sorted(study.sop_instance_uids)
+    finally:
+        destination.stop()

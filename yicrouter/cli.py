@@ -1,4 +1,4 @@
-"""The `yicrouter` command: serve, config check, demo."""
+"""The `yicrouter` command: serve, config check, demo, queue."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from yicrouter import __version__
 from yicrouter.config import ConfigError, check_config, load_config
 from yicrouter.logs import configure_logging
+from yicrouter.queue_cli import add_queue_parser, run as run_queue_command
 
 DEFAULT_CONFIG = Path("/etc/yicrouter/yicrouter.toml")
 
@@ -34,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="port of the demo workstation DEMOWS, the Move Destination (default: 11113)")
     demo.add_argument("--state-dir", type=Path, default=None,
                       help="state folder (default: a new temporary folder)")
+
+    add_queue_parser(commands, DEFAULT_CONFIG)
     return parser
 
 
@@ -75,4 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         exit_status: int = run_demo(port=args.port, state_dir=args.state_dir,
                                     workstation_port=args.workstation_port)
         return exit_status
+    if args.command == "queue":
+        return run_queue_command(args)
     return 2

@@ -246,3 +246,135 @@ def depth() -> dict[str, int]:
         counts = {state: 0 for state in STATES}
         counts.update({str(row.state): int(getattr(row, "count")) for row in query})
         return counts
+
+
+# --- Administration: the queries and single-statement changes behind `yicrouter queue`.
+# Each change is one UPDATE or DELETE whose WHERE clause repeats its condition,
+# so it is atomic against a router that claims rows at the same time.
+
+# Outcomes of reschedule().
+SCHEDULED = "scheduled"
+NOT_FOUND = "not_found"
+DUPLICATE_DELETED = "duplicate_deleted"
+
+
+def select_entries(
+    *,
+    ids: list[int] | None = None,
+    state: str | None = None,
+    destination: str | None = None,
+    limit: int | None = None,
+) -> list[QueueEntry]:
+    """Return the rows that match every given filter, newest first."""
+    query = QueueEntry.select().order_by(QueueEntry.created_at.desc(), QueueEntry.id.desc())
+    conditions = _filters(ids=ids, state=state, destination=destination)
+    if conditions:
+        query = query.where(*conditions)
+    if limit is not None:
+        query = query.limit(limit)
+    with _database().connection_context():
+        return list(query)
+
+
+def count_entries(*, state: str | None = None, destination: str | None = None) -> int:
+    query = QueueEntry.select()
+    conditions = _filters(state=state, destination=destination)
+    if conditions:
+        query = query.where(*conditions)
+    with _database().connection_context():
+        return int(query.count())
+
+
+def _filters(
+    *, ids: list[int] | None = None, state: str | None = None, destination: str | None = None
+) -> list[peewee.Expression]:
+    conditions: list[peewee.Expression] = []
+    if ids:
+        conditions.append(QueueEntry.id.in_(ids))
+    if state is not None:
+        conditions.append(QueueEntry.state == state)
+    if destination is not None:
+        conditions.append(QueueEntry.destination == destination)
+    return conditions
+
+
+def get_entry(entry_id: int) -> QueueEntry | None:
+    with _database().connection_context():
+        entry: QueueEntry | None = QueueEntry.get_or_none(QueueEntry.id == entry_id)
+        return entry
+
+
+def reschedule(entry_id: int, now: datetime | None = None) -> str:
+    """Make a queued or dead row due now with its attempts reset, and return the outcome.
+
+    Returns SCHEDULED, IN_FLIGHT for a row that a worker owns (left alone),
+    NOT_FOUND, or DUPLICATE_DELETED. The last one means that the row was dead
+    and its instance already has a live row for the same destination, so the
+    dead row was deleted to keep one live row per instance and destination.
+    The caller then deletes the dead row's file if no other row uses it.
+    """
+    now = now or utc_now()
+    with _database().connection_context():
+        try:
+            changed = (
+                QueueEntry.update(
+                    state=QUEUED, live=1, attempts=0, next_attempt_at=now,
+                    owner="", lease_expires_at=None, updated_at=now,
+                )
+                .where((QueueEntry.id == entry_id) & (QueueEntry.state != IN_FLIGHT))
+                .execute()
+            )
+        except peewee.IntegrityError:
+            # Only a dead row (live NULL) can collide on the unique index when set live.
+            deleted = QueueEntry.delete().where((QueueEntry.id == entry_id) & (QueueEntry.state == DEAD)).execute()
+            return DUPLICATE_DELETED if deleted else NOT_FOUND
+        if changed:
+            return SCHEDULED
+        entry = QueueEntry.get_or_none(QueueEntry.id == entry_id)
+        return NOT_FOUND if entry is None else IN_FLIGHT
+
+
+def delete_entry(entry_id: int, path: str, include_in_flight: bool = False) -> bool:
+    """Delete one row if it still has this spool path, and return whether it was deleted.
+
+    A row in flight is kept unless `include_in_flight` is set. Matching the
+    path as well keeps a row alone that a new delivery of the same instance
+    pointed at a new file after the caller read it.
+    """
+    condition = (QueueEntry.id == entry_id) & (QueueEntry.path == path)
+    if not include_in_flight:
+        condition &= QueueEntry.state != IN_FLIGHT
+    with _database().connection_context():
+        return bool(QueueEntry.delete().where(condition).execute())
+
+
+def path_in_use(path: str) -> bool:
+    """Return whether any row still refers to this spool file."""
+    with _database().connection_context():
+        return bool(QueueEntry.select(QueueEntry.id).where(QueueEntry.path == path).exists())
+
+
+def depth_by_destination() -> dict[str, dict[str, int]]:
+    """Return the number of rows in each state for each destination."""
+    query = (
+        QueueEntry.select(QueueEntry.destination, QueueEntry.state, peewee.fn.COUNT(QueueEntry.id).alias("count"))
+        .group_by(QueueEntry.destination, QueueEntry.state)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    with _database().connection_context():
+        for row in query:
+            by_state = counts.setdefault(str(row.destination), {state: 0 for state in STATES})
+            by_state[str(row.state)] = int(getattr(row, "count"))
+    return counts
+
+
+def oldest_queued() -> QueueEntry | None:
+    """Return the queued row that arrived first, or None when no row is queued."""
+    with _database().connection_context():
+        entry: QueueEntry | None = (
+            QueueEntry.select()
+            .where(QueueEntry.state == QUEUED)
+            .order_by(QueueEntry.created_at, QueueEntry.id)
+            .first()
+        )
+        return entry
