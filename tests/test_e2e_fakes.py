@@ -8,6 +8,7 @@ time of each response.
 
 from __future__ import annotations
 
+import re
 import signal
 import sqlite3
 import subprocess
@@ -582,3 +583,42 @@ def test_rejected_instances_become_dead_then_retried(
         assert sorted(destination.sop_instance_uids) == sorted(study.sop_instance_uids)
     finally:
         destination.stop()
+
+
+# --- A spool on a tiny filesystem ------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_state_dir(tmp_path: Path) -> Iterator[Path]:
+    """A 400 KiB tmpfs for the router's state folder; skipped where mount is not allowed."""
+    mount_point = tmp_path / "tiny-state"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_full_disk_refuses_and_keeps_serving(
+    start_region: Callable[..., FakeRegion], tiny_state_dir: Path
+) -> None:
+    # The floor is off, so the router meets the full disk itself. Nothing
+    # listens on WS1, so instances pile up in the spool until it is full.
+    region = start_region({"fast": (FaultOptions(), ["big"])},
+                          extra_router={"state_dir": str(tiny_state_dir), "spool_min_free_mb": 0})
+    study = region.studies["big"]
+
+    result = run_movescu(region.router.node, "WS1", _study_keys(study), calling_ae="WS1", timeout=60.0)
+
+    assert result.final_status is not None, result.describe()
+    assert status.is_failure(result.final_status), result.describe()
+    assert "Traceback" not in region.router.log_text()
+    assert re.search(r"(queue_write_failed|spool_write_failed).*full", region.router.log_text())
+    assert list((tiny_state_dir / "spool" / "incoming").iterdir()) == []
+    find = run_findscu(region.router.node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": None},
+                       calling_ae="WS1")
+    assert find.final_status == status.SUCCESS, find.describe()
