@@ -14,6 +14,10 @@ import tempfile
 from pathlib import Path
 
 
+# Tries to create a move's folder and rename a file into it.
+_ACCEPT_ATTEMPTS = 3
+
+
 class Spool:
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir / "spool"
@@ -42,12 +46,17 @@ class Spool:
         so an instance that the peer is told was stored survives a crash.
         """
         folder = self.jobs / job_id
-        folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{_safe_name(sop_instance_uid)}.dcm"
-        try:
-            os.replace(temporary, target)
-        except OSError:
-            shutil.move(str(temporary), target)
+        # discard() removes a move's folder once it is empty, possibly just
+        # between the mkdir and the rename here, so a vanished folder is retried.
+        for attempt in range(_ACCEPT_ATTEMPTS):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                os.replace(temporary, target)
+                break
+            except (FileNotFoundError, FileExistsError):
+                if attempt == _ACCEPT_ATTEMPTS - 1 or not temporary.exists():
+                    raise
         _fsync(target, os.O_RDONLY)
         _fsync(folder, os.O_RDONLY | os.O_DIRECTORY)
         return target
