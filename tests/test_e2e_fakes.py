@@ -48,24 +48,31 @@ class FakeRegion:
     workstations: dict[str, DicomNode] = field(default_factory=dict)
 
 
-def _studies(seed_dir: Path) -> dict[str, SeedStudy]:
-    def study(name: str, sources: tuple[str, ...], count: int) -> SeedStudy:
-        return build_study(seed_dir / name, patient_id=f"FAKE-{name}", patient_name=f"Fake^{name}",
-                           accession_number=f"FK{name.upper()}", sources=sources, instances_per_source=count)
+# Name: (Patient ID, Patient's Name, source file, instances). alpha and beta
+# are two different people who happen to have the same Patient ID at two trusts.
+STUDY_RECIPES = {
+    "a": ("FAKE-a", "Fake^a", "CT_small.dcm", 5),
+    "b": ("FAKE-b", "Fake^b", "MR_small.dcm", 5),
+    "c": ("FAKE-c", "Fake^c", "CT_small.dcm", 6),
+    "d": ("FAKE-d", "Fake^d", "MR_small.dcm", 2),
+    "e": ("FAKE-e", "Fake^e", "CT_small.dcm", 1),
+    "big": ("FAKE-big", "Fake^big", "CT_small.dcm", 500),
+    # About 1.2 MB, three times the tiny filesystem of the full-disk test.
+    "fill": ("FAKE-fill", "Fake^fill", "CT_small.dcm", 30),
+    "alpha": ("DUP-1", "Alpha^Ann", "CT_small.dcm", 1),
+    "beta": ("DUP-1", "Beta^Bob", "MR_small.dcm", 1),
+}
 
-    return {
-        "a": study("a", ("CT_small.dcm",), 5),
-        "b": study("b", ("MR_small.dcm",), 5),
-        "c": study("c", ("CT_small.dcm",), 6),
-        "d": study("d", ("MR_small.dcm",), 2),
-        "e": study("e", ("CT_small.dcm",), 1),
-        "big": study("big", ("CT_small.dcm",), 200),
-        # Two different people who happen to have the same Patient ID at two trusts.
-        "alpha": build_study(seed_dir / "alpha", patient_id="DUP-1", patient_name="Alpha^Ann",
-                             accession_number="FKALPHA", sources=("CT_small.dcm",)),
-        "beta": build_study(seed_dir / "beta", patient_id="DUP-1", patient_name="Beta^Bob",
-                            accession_number="FKBETA", sources=("MR_small.dcm",)),
-    }
+
+def _studies(seed_dir: Path, names: set[str]) -> dict[str, SeedStudy]:
+    """Build only the named studies, because the large one takes seconds."""
+    studies = {}
+    for name in sorted(names):
+        patient_id, patient_name, source, count = STUDY_RECIPES[name]
+        studies[name] = build_study(seed_dir / name, patient_id=patient_id, patient_name=patient_name,
+                                    accession_number=f"FK{name.upper()}", sources=(source,),
+                                    instances_per_source=count)
+    return studies
 
 
 @pytest.fixture
@@ -79,7 +86,7 @@ def start_region(tmp_path: Path) -> Iterator[Callable[..., FakeRegion]]:
         find_deadline: float = 5.0,
         extra_router: dict[str, object] | None = None,
     ) -> FakeRegion:
-        studies = _studies(tmp_path / "seed")
+        studies = _studies(tmp_path / "seed", {name for _, held in peer_faults.values() for name in held})
         router_port = free_port()
         peers: dict[str, SamplePacs] = {}
         for name, (faults, held) in peer_faults.items():
@@ -608,9 +615,9 @@ def test_full_disk_refuses_and_keeps_serving(
 ) -> None:
     # The floor is off, so the router meets the full disk itself. Nothing
     # listens on WS1, so instances pile up in the spool until it is full.
-    region = start_region({"fast": (FaultOptions(), ["big"])},
+    region = start_region({"fast": (FaultOptions(), ["fill"])},
                           extra_router={"state_dir": str(tiny_state_dir), "spool_min_free_mb": 0})
-    study = region.studies["big"]
+    study = region.studies["fill"]
 
     result = run_movescu(region.router.node, "WS1", _study_keys(study), calling_ae="WS1", timeout=60.0)
 
