@@ -201,6 +201,7 @@ def test_dead_destination_keeps_instances(tmp_path: Path, cleanup: ExitStack) ->
     rows = _queue_rows(router)
     assert sorted(uid for uid, _, _ in rows) == sorted(study.sop_instance_uids)
     assert {state for _, state, _ in rows} == {"queued"}
+    assert f"queued_for_retry={len(study.files)}" in router.log_text()
 
 
 def test_destination_back_up_gets_everything(tmp_path: Path, cleanup: ExitStack) -> None:

@@ -124,6 +124,13 @@ def test_list_subprocess(config_path: Path, state_dir: Path) -> None:
     assert "WS1" in result.stdout
 
 
+def test_config_before_subcommand(config_path: Path, state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _add(state_dir, "1.2.3.9")
+    exit_status = main(["queue", "--config", str(config_path), "list"])
+    assert exit_status == 0
+    assert "1.2.3.9" in capsys.readouterr().out
+
+
 # --- config and database errors --------------------------------------------------------
 
 

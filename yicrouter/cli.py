@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from yicrouter import __version__
@@ -79,5 +81,19 @@ def main(argv: list[str] | None = None) -> int:
                                     workstation_port=args.workstation_port)
         return exit_status
     if args.command == "queue":
-        return run_queue_command(args)
+        return _run_piped(lambda: run_queue_command(args))
     return 2
+
+
+def _run_piped(command: Callable[[], int]) -> int:
+    """Run a command whose output may go to a pipe that closes early, as `| head` does."""
+    try:
+        exit_status = command()
+        sys.stdout.flush()
+        return exit_status
+    except BrokenPipeError:
+        # Send the rest to /dev/null, so the interpreter's final flush of
+        # stdout does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1

@@ -159,6 +159,9 @@ class Router:
         self._lock_state_dir()
         try:
             open_database(state_dir, [Location, QueueEntry], self.config.router.database_url)
+            # NOTE: this releases every row in flight, which is right for one
+            # router per database; routers sharing a database would need to
+            # release only their own rows and leave the rest to lease expiry.
             self._requeued = retry_queue.release()
         except SchemaTooNew as exc:
             raise self._start_error(

@@ -37,10 +37,13 @@ def add_queue_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
                      default_config: Path) -> None:
     """Add the `queue` command and its subcommands to the `yicrouter` parser."""
     queue = commands.add_parser("queue", help="inspect and manage the retry queue of outgoing instances")
+    config_help = f"main config file (default: {default_config})"
+    # --config may come before or after the subcommand; the subcommand's copy
+    # sets nothing unless given, so it never hides the first one.
+    queue.add_argument("--config", type=Path, default=default_config, help=config_help)
     queue_commands = queue.add_subparsers(dest="queue_command", required=True)
     config_parent = argparse.ArgumentParser(add_help=False)
-    config_parent.add_argument("--config", type=Path, default=default_config,
-                               help=f"main config file (default: {default_config})")
+    config_parent.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
 
     listing = queue_commands.add_parser("list", parents=[config_parent], help="list entries, newest first")
     listing.add_argument("--state", choices=STATES, help="only entries in this state")

@@ -42,6 +42,8 @@ class MoveCounts:
     warning: int = 0
     failed_uids: list[str] = field(default_factory=list)
     bytes_forwarded: int = 0
+    # Instances received but not forwarded, now in the retry queue.
+    queued_for_retry: int = 0
 
     def add(self, instance: ReceivedInstance, store_status: int) -> None:
         if status.is_success(store_status):
@@ -53,6 +55,7 @@ class MoveCounts:
         else:
             self.failed += 1
             self.failed_uids.append(instance.sop_instance_uid)
+            self.queued_for_retry += 1
 
 
 def announced_total(progress: MoveProgress) -> int | None:

@@ -242,6 +242,7 @@ def _finish(responder: MoveResponder, result: RelayResult, services: RouterServi
         peer=result.peer.name if result.peer else None,
         status=f"0x{final.status:04X}", instances=counts.completed + counts.warning,
         failed=counts.failed, warning=counts.warning, bytes=counts.bytes_forwarded,
+        queued_for_retry=counts.queued_for_retry,
         cancelled=result.cancelled, requester_lost=result.requester_lost, timed_out=result.timed_out,
         router_stopping=result.router_stopping,
         peer_error=outcome.error if outcome else None,
