@@ -1,7 +1,7 @@
 """Faults that real PACS can't be made to show, with pynetdicom peers as fakes.
 
 Each test starts SamplePacs peers with FaultOptions in this process, and a
-yicrouter subprocess that knows them. The workstation side is DCMTK where the
+yicrouter subprocess configured with them. The workstation side is DCMTK where the
 test needs only statuses and files, and a pynetdicom SCU where it needs the
 time of each response.
 """
@@ -540,7 +540,7 @@ def test_sigkill_mid_relay_loses_nothing(start_region: Callable[..., FakeRegion]
 
 @dataclass
 class RejectingDestination(SlowDestination):
-    """A Storage SCP that answers 0xA700 (Out of Resources) while `rejecting` is set."""
+    """A Storage SCP that returns 0xA700 (Out of Resources) while `rejecting` is set."""
 
     rejecting: threading.Event = field(default_factory=threading.Event)
 

@@ -29,7 +29,7 @@ log = get_logger(__name__)
 _POLL_INTERVAL = 0.2
 # Seconds without a Pending response after which the router sends one with
 # unchanged counts, so a requester waiting on a slow peer (for example one
-# large instance) sees that the move is alive.
+# large instance) learns that the move is still running.
 _QUIET_PENDING_INTERVAL = 5.0
 
 

@@ -1,7 +1,7 @@
 """Reject an A-ASSOCIATE-RQ whose AE titles are all spaces, before pynetdicom decodes it.
 
 PS3.5 table 6.2-1 forbids an AE title of spaces only. pynetdicom 3.0.4 fails
-to decode such a request and answers with A-ABORT, logging a traceback. The
+to decode such a request and responds with A-ABORT, logging a traceback. The
 right answer is A-ASSOCIATE-RJ (PS3.8 9.3.4) with the reason "calling AE
 title not recognized" or "called AE title not recognized", so the router
 peeks at the first PDU and answers that itself.
@@ -61,7 +61,7 @@ def reject_blank_ae_titles(sock: socket.socket, remote: str, timeout: float) -> 
     """Send A-ASSOCIATE-RJ and return True when an AE title is all spaces."""
     header = _peek_header(sock, timeout)
     if not _is_plausible_associate_rq(header):
-        # pynetdicom answers anything else, with A-ABORT where it must.
+        # pynetdicom handles anything else, with A-ABORT where it must.
         return False
     if not header[_CALLING_AE].strip(b" "):
         reason = _REJECT_CALLING
@@ -69,9 +69,9 @@ def reject_blank_ae_titles(sock: socket.socket, remote: str, timeout: float) -> 
         reason = _REJECT_CALLED
     else:
         return False
-    which = "calling" if reason == _REJECT_CALLING else "called"
+    role = "calling" if reason == _REJECT_CALLING else "called"
     log.warning("association_rejected", remote_address=remote,
-                reason=f"{which} AE title is all spaces (PS3.5 table 6.2-1)")
+                reason=f"{role} AE title is all spaces (PS3.5 table 6.2-1)")
     try:
         sock.sendall(_associate_rj(reason))
     except OSError:
