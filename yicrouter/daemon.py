@@ -160,7 +160,7 @@ class Router:
         try:
             open_database(state_dir, [Location, QueueEntry], self.config.router.database_url)
             # NOTE: this releases every row in flight, which is right for one
-            # router per database; routers sharing a database would need to
+            # router per database. Routers that share a database would need to
             # release only their own rows and leave the rest to lease expiry.
             self._requeued = retry_queue.release()
         except SchemaTooNew as exc:

@@ -62,7 +62,9 @@ class Forwarder:
         self._log = log.bind(**{"destination_ae_title": destination.ae_title, **log_context})
 
     def send(self, instance: ReceivedInstance, originator: tuple[str, int] | None = None) -> ForwardResult:
-        """Send one instance; return its C-STORE status, never raise.
+        """Send one instance and return its C-STORE status.
+
+        A refused, unreachable or silent destination gives a failure status.
 
         `originator` overrides the Move Originator AE Title and Message ID
         given at construction, for instances of several moves on one association.

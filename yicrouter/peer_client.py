@@ -81,6 +81,9 @@ class PeerCall:
             assoc = self._associate(sop_class_uid)
         except PeerError as exc:
             return str(exc)
+        except Exception as exc:  # pynetdicom raises many types, e.g. for an unresolvable host
+            log.exception("peer_call_error", peer=self.peer.name, peer_ae_title=self.peer.ae_title)
+            return f"association failed: {type(exc).__name__}: {exc}"
         try:
             exchange(assoc)
             return None

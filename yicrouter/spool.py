@@ -43,7 +43,7 @@ class Spool:
         """Move a received file into its move's folder, on disk, and return the new path.
 
         The file and its folder are flushed with fsync before this returns,
-        so an instance that the peer is told was stored survives a crash.
+        so an instance acknowledged to the peer survives a crash.
         """
         folder = self.jobs / job_id
         target = folder / f"{_safe_name(sop_instance_uid)}.dcm"

@@ -2,7 +2,7 @@
 
 The demo region and the test suite both seed their peer PACS with these. Each
 instance is a copy of a pydicom test file with new patient, study, series and
-SOP Instance UIDs; the pixel data and transfer syntax stay as they were.
+SOP Instance UIDs. The pixel data and transfer syntax stay as they were.
 """
 
 from __future__ import annotations

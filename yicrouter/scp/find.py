@@ -19,7 +19,7 @@ from yicrouter.scp.events import connection_closed
 log = get_logger(__name__)
 
 # Return keys added at PATIENT level, so that patients with the same ID at
-# different trusts are told apart; see duplicate_key().
+# different trusts are listed apart; see duplicate_key().
 _PATIENT_IDENTITY_KEYS = ("PatientName", "PatientBirthDate")
 
 # Keys the router always returns, whether requested or not.

@@ -1,6 +1,6 @@
-"""Find the peers that hold the data a retrieve asks for.
+"""Find the peers that hold the data that a retrieve requests.
 
-The routing table answers first. On a miss, a targeted C-FIND at the
+The routing table is checked first. On a miss, a targeted C-FIND at the
 retrieve's level, with only its unique keys, goes to every peer, and the
 matches are recorded before the table is asked again.
 """
@@ -54,7 +54,10 @@ def _locator_identifier(query: Query) -> Dataset:
 
 
 def _targeted_find(query: Query, services: RouterServices, log_context: dict[str, Any]) -> list[str]:
-    """Ask every peer where the data is and record the answers; return the peers that failed."""
+    """Query every peer for the data and record the matches.
+
+    Returns the names of the peers that could not be searched.
+    """
     router = services.config.router
     fanout = Fanout(services.config.peers, router.ae_title, router.max_pdu, log_context)
     sightings = [

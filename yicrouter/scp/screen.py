@@ -4,7 +4,7 @@ PS3.5 table 6.2-1 forbids an AE title of spaces only. pynetdicom 3.0.4 fails
 to decode such a request and responds with A-ABORT, logging a traceback. The
 right answer is A-ASSOCIATE-RJ (PS3.8 9.3.4) with the reason "calling AE
 title not recognized" or "called AE title not recognized", so the router
-peeks at the first PDU and answers that itself.
+peeks at the first PDU and sends that itself.
 """
 
 from __future__ import annotations
