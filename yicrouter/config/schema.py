@@ -14,6 +14,8 @@ from yicrouter.config.values import (
     check_ae_title,
     check_batch_size,
     check_bind,
+    check_charset,
+    check_max_matches,
     check_database_url,
     check_host,
     check_max_attempts,
@@ -24,12 +26,15 @@ from yicrouter.config.values import (
     check_seconds,
     check_state_dir,
     make_choice_check,
+    no_check,
+    RETRIEVE_METHODS,
 )
 
 STRING: Final = "string"
 INTEGER: Final = "integer"
 # A float field, which also accepts an integer.
 NUMBER: Final = "number"
+BOOLEAN: Final = "boolean"
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ ROUTER_KEYS: Final = {
     "log_level": KeySpec(STRING, make_choice_check(LOG_LEVELS)),
     "log_format": KeySpec(STRING, make_choice_check(LOG_FORMATS)),
     "database": KeySpec(STRING, check_database_url),
+    "patient_name_case_sensitive": KeySpec(BOOLEAN, no_check),
 }
 
 QUEUE_KEYS: Final = {
@@ -86,6 +92,16 @@ PEER_KEYS: Final = {
     "dimse_timeout": KeySpec(NUMBER, check_seconds),
     "find_deadline": KeySpec(NUMBER, check_seconds),
     "move_deadline": KeySpec(NUMBER, check_seconds),
+    "retrieve": KeySpec(STRING, make_choice_check(RETRIEVE_METHODS)),
+    "default_charset": KeySpec(STRING, check_charset),
+    "query_charset": KeySpec(STRING, check_charset),
+    "always_send_charset": KeySpec(BOOLEAN, no_check),
+    "study_root_only": KeySpec(BOOLEAN, no_check),
+    "universal_matching": KeySpec(BOOLEAN, no_check),
+    "date_ranges": KeySpec(BOOLEAN, no_check),
+    "max_matches": KeySpec(INTEGER, check_max_matches),
+    "combined_datetime": KeySpec(BOOLEAN, no_check),
+    "needs_parent_uids": KeySpec(BOOLEAN, no_check),
 }
 
 # Top-level tables and how each is written in TOML.
@@ -116,6 +132,8 @@ def describe_toml_type(value: object) -> str:
 def has_kind(value: object, kind: str) -> bool:
     # bool is a subclass of int in Python, but true and false are not numbers in TOML.
     if isinstance(value, bool):
+        return kind == BOOLEAN
+    if kind == BOOLEAN:
         return False
     if kind == STRING:
         return isinstance(value, str)
@@ -129,11 +147,14 @@ def describe_type_problem(value: object, kind: str) -> str:
         STRING: "a string",
         INTEGER: "an integer",
         NUMBER: "a number (integer or float)",
+        BOOLEAN: "true or false",
     }[kind]
     message = f"expected {expected}, got {describe_toml_type(value)}."
 
     if kind == STRING:
         return message + " Put the value in double quotes."
+    if kind == BOOLEAN:
+        return message + " Write true or false, in lower case and without quotes."
     if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9_.]+\s*", value):
         return message + " Remove the quotes."
     if isinstance(value, float) and value.is_integer():

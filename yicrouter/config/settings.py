@@ -34,6 +34,10 @@ class RouterSettings:
     # peewee database URL, or "" for the SQLite file in state_dir. Left out of
     # repr, because a PostgreSQL URL may contain a password.
     database: str = field(default="", repr=False)
+    # Whether Patient Name matching distinguishes upper and lower case, in the
+    # router's own re-matching of every peer's matches. PS3.4 C.2.2.2.1
+    # lets a Q/R SCP choose, so this one setting applies to the whole region.
+    patient_name_case_sensitive: bool = False
 
     @property
     def database_url(self) -> str:
@@ -86,6 +90,38 @@ class PeerSettings:
     find_deadline: float = 10.0
     # Seconds that one C-MOVE from this peer may take in total.
     move_deadline: float = 3600.0
+    # "c-move": the peer sends the instances to the router as Move Destination.
+    # "c-get": the peer sends them back on the router's own association.
+    retrieve: str = "c-move"
+    # Specific Character Set used to read the peer's matches that have no
+    # (0008,0005); "" is the default repertoire (ASCII).
+    default_charset: str = ""
+    # Specific Character Set that the peer can match on. Query keys are
+    # converted to it, with "?" for characters it cannot encode; "" sends the
+    # workstation's keys unchanged.
+    query_charset: str = ""
+    # Whether every C-FIND identifier to the peer carries (0008,0005), even
+    # when its keys are plain ASCII.
+    always_send_charset: bool = False
+    # The peer offers only the Study Root information model, so Patient Root
+    # queries and retrieves are translated.
+    study_root_only: bool = False
+    # False when the peer mishandles zero-length (universal) keys, so the
+    # router sends "*" for keys whose VR allows wildcards.
+    universal_matching: bool = True
+    # False when the peer rejects range or wildcard forms in DA, TM and DT
+    # keys, so the router sends those keys empty and matches them itself.
+    date_ranges: bool = True
+    # Maximum number of matches that the peer returns for one C-FIND, or 0
+    # for no limit. A full list may be truncated, so the router splits the
+    # date range or answers 0xA700.
+    max_matches: int = 0
+    # Whether the peer supports combined date and time range matching, which
+    # the router then negotiates with it (PS3.4 C.2.2.2.5).
+    combined_datetime: bool = False
+    # The peer rejects SERIES and IMAGE level requests that do not give every
+    # parent UID, so the router fills them in first.
+    needs_parent_uids: bool = False
     # Config file that contains this table.
     source_file: Path = field(default=Path("<defaults>"), compare=False)
 

@@ -22,6 +22,9 @@ MAX_PDU_MIN: Final = 4096
 MAX_PDU_MAX: Final = 1048576
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+# How the router retrieves from a peer: the peer moves the instances to the
+# router, or sends them back on the router's own association.
+RETRIEVE_METHODS: Final = ("c-move", "c-get")
 LOG_FORMATS: Final = ("console", "json")
 
 # URL schemes of router.database. peewee's playhouse.db_url (peewee 4.5) maps
@@ -212,3 +215,30 @@ def make_choice_check(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
         return [f"value is not one of {listed}. Use one of these (lower case)."]
 
     return check
+
+
+def no_check(value: object) -> list[str]:
+    """Accept any value of the right TOML type."""
+    return []
+
+
+def check_charset(value: str) -> list[str]:
+    """Check a Specific Character Set defined term (PS3.3 C.12.1.1.2); "" is the default repertoire."""
+    if value == "":
+        return []
+    # Imported here so that loading the config does not pull in pydicom early.
+    from pydicom.charset import python_encoding
+
+    if value in python_encoding:
+        return []
+    examples = ", ".join(repr(term) for term in ("ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 87"))
+    return [
+        "value is not a Specific Character Set defined term (PS3.3 C.12.1.1.2)."
+        f" Use a term such as {examples}, or \"\" for the default repertoire (ASCII)."
+    ]
+
+
+def check_max_matches(value: int) -> list[str]:
+    if value >= 0:
+        return []
+    return ["max_matches must be 0 (no limit) or more. Set the peer's match limit, e.g. 500."]
