@@ -108,3 +108,57 @@ def test_retrieve_study_accepted() -> None:
 def test_retrieve_level_lowercase_accepted() -> None:
     query = parse_retrieve(InformationModel.STUDY_ROOT, identifier(QueryRetrieveLevel="study", StudyInstanceUID=STUDY_UID))
     assert query.level == "STUDY"
+
+
+# --- Relational queries and retrieval ---------------------------------------------------
+
+SOP_INSTANCE_UID = "1.2.826.0.1.3680043.8.498.3"
+
+
+def test_relational_series_without_study_uid_accepted() -> None:
+    query = parse_find(InformationModel.STUDY_ROOT,
+                       identifier(QueryRetrieveLevel="SERIES", SeriesInstanceUID="", Modality="CT"), relational=True)
+    assert query.relational
+    assert query.level == "SERIES"
+
+
+def test_relational_patient_root_image_without_parents() -> None:
+    query = parse_find(InformationModel.PATIENT_ROOT,
+                       identifier(QueryRetrieveLevel="IMAGE", SOPInstanceUID=SOP_INSTANCE_UID), relational=True)
+    assert query.level == "IMAGE"
+
+
+def test_relational_parent_uid_list_accepted() -> None:
+    keys = identifier(QueryRetrieveLevel="SERIES", StudyInstanceUID=f"{STUDY_UID}\\{SERIES_UID}", SeriesInstanceUID="")
+    query = parse_find(InformationModel.STUDY_ROOT, keys, relational=True)
+    assert query.key_values("StudyInstanceUID") == [STUDY_UID, SERIES_UID]
+
+
+def test_relational_parent_uid_wildcard_rejected() -> None:
+    keys = identifier(QueryRetrieveLevel="SERIES", StudyInstanceUID="1.2.*", SeriesInstanceUID="")
+    with pytest.raises(InvalidIdentifier, match="not a valid UID"):
+        parse_find(InformationModel.STUDY_ROOT, keys, relational=True)
+
+
+def test_hierarchical_flag_default_rejects_missing_parent() -> None:
+    keys = identifier(QueryRetrieveLevel="SERIES", SeriesInstanceUID="")
+    with pytest.raises(InvalidIdentifier, match="StudyInstanceUID must hold exactly one value"):
+        parse_find(InformationModel.STUDY_ROOT, keys)
+
+
+def test_relational_retrieve_sop_instance_only() -> None:
+    query = parse_retrieve(InformationModel.STUDY_ROOT,
+                           identifier(QueryRetrieveLevel="IMAGE", SOPInstanceUID=SOP_INSTANCE_UID), relational=True)
+    assert query.relational
+    assert query.key_values("SOPInstanceUID") == [SOP_INSTANCE_UID]
+
+
+def test_relational_retrieve_still_needs_unique_key() -> None:
+    with pytest.raises(InvalidIdentifier, match="SOPInstanceUID is required"):
+        parse_retrieve(InformationModel.STUDY_ROOT, identifier(QueryRetrieveLevel="IMAGE", SeriesInstanceUID=SERIES_UID),
+                       relational=True)
+
+
+def test_hierarchical_retrieve_rejects_missing_parents() -> None:
+    with pytest.raises(InvalidIdentifier, match="must hold exactly one value"):
+        parse_retrieve(InformationModel.STUDY_ROOT, identifier(QueryRetrieveLevel="IMAGE", SOPInstanceUID=SOP_INSTANCE_UID))

@@ -10,6 +10,7 @@ config error does.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -24,7 +25,7 @@ from yicrouter import __version__
 from yicrouter.config import Config
 from yicrouter.db import SchemaTooNew, open_database
 from yicrouter.logs import get_logger
-from yicrouter.moves import MoveRegistry
+from yicrouter.moves import GET_SPOOL_PREFIX, MoveRegistry
 from yicrouter.net import TUNING_HANDLERS
 from yicrouter.query import InformationModel
 from yicrouter import retry_queue
@@ -34,9 +35,10 @@ from yicrouter.routing import Location
 from yicrouter.scp.association import RouterServer, start_server
 from yicrouter.scp.common import RouterServices
 from yicrouter.scp.events import ASSOCIATION_HANDLERS
-from yicrouter.scp.find import handle_find
+from yicrouter.scp.find import handle_find, handle_sop_extended
 from yicrouter.scp.store import handle_store
 from yicrouter.spool import Spool
+from yicrouter.transcode import storage_scp_preference
 from yicrouter.statelock import StateDirLock, StateDirLocked
 from yicrouter.startup_errors import (
     RouterStartError,
@@ -87,9 +89,17 @@ def _build_ae(config: Config) -> AE:
     for model in InformationModel:
         ae.add_supported_context(model.find_sop_class, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(model.move_sop_class, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(model.get_sop_class, ALL_TRANSFER_SYNTAXES)
+    storage_syntaxes = storage_scp_preference(ALL_TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
         if context.abstract_syntax is not None:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            # Accept the roles that a requester proposes with SCP/SCU Role
+            # Selection (PS3.7 D.3.3.4): a C-GET requester takes the SCP role
+            # and the router the SCU role. Without a proposal the roles stay
+            # the default, so peers' C-STOREs still reach the router as SCP.
+            ae.add_supported_context(
+                context.abstract_syntax, storage_syntaxes, scu_role=True, scp_role=True
+            )
     allowed = [w.ae_title for w in config.workstations] + [p.ae_title for p in config.peers]
     ae.require_calling_aet = allowed
     return ae
@@ -157,6 +167,7 @@ class Router:
                 "state_dir", str(state_dir), describe_state_dir_error(exc), _STATE_DIR_FIX
             ) from exc
         self._lock_state_dir()
+        self._remove_get_spool_folders()
         try:
             open_database(state_dir, [Location, QueueEntry], self.config.router.database_url)
             # NOTE: this releases every row in flight, which is right for one
@@ -174,6 +185,19 @@ class Router:
                 "Let the router's user read and write the folder and its yicrouter.sqlite3* files,"
                 " or move those files away to start with an empty routing table",
             ) from exc
+
+    def _remove_get_spool_folders(self) -> None:
+        """Delete the spool folders of C-GETs that a stopped router left behind.
+
+        Their instances have no retry-queue rows, and their requesters'
+        associations ended with that router, so nothing can send them now.
+        """
+        removed = 0
+        for folder in self.spool.jobs.glob(f"{GET_SPOOL_PREFIX}*"):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+        if removed:
+            log.info("spool_get_folders_removed", folders=removed, spool=str(self.spool.jobs))
 
     def _lock_state_dir(self) -> None:
         state_dir = self.config.router.state_dir
@@ -196,6 +220,7 @@ class Router:
             *TUNING_HANDLERS,
             *ASSOCIATION_HANDLERS,
             (evt.EVT_C_FIND, handle_find, [self.services]),
+            (evt.EVT_SOP_EXTENDED, handle_sop_extended),
             (evt.EVT_C_STORE, handle_store, [self.services]),
         ]
         ae = _build_ae(self.config)

@@ -1,7 +1,8 @@
-"""C-FIND fan-out: one query to every peer at once, matches merged as they arrive.
+"""C-FIND fan-out: each peer's plan runs at once, matches merged as they arrive.
 
-Each peer runs in its own thread with its own deadline. A peer that is down,
-rejects the association, aborts or misses its deadline is reported in
+Each peer runs its PeerPlan (yicrouter.peer_dialect) in its own thread, on
+one association, with its own deadline. A peer that is down, rejects the
+association, aborts or misses its deadline is reported in
 `FanoutResult.failed_peers`; the other peers' matches still flow.
 """
 
@@ -18,7 +19,7 @@ from pydicom.dataset import Dataset
 from yicrouter.config import PeerSettings
 from yicrouter.logs import get_logger
 from yicrouter.peer_client import FindOutcome, PeerFind
-from yicrouter.query import InformationModel
+from yicrouter.peer_dialect import PeerPlan
 
 log = get_logger(__name__)
 
@@ -31,6 +32,13 @@ class FanoutResult:
     peers_asked: list[str] = field(default_factory=list)
     failed_peers: dict[str, str] = field(default_factory=dict)
     matches_by_peer: dict[str, int] = field(default_factory=dict)
+    # Peers whose reply may have been cut off at max_matches and could not be split.
+    truncated_peers: list[str] = field(default_factory=list)
+    requests_by_peer: dict[str, int] = field(default_factory=dict)
+    # STUDY matches whose derivable keys were derived from their series, by peer (see PeerPlan.derive_keys).
+    derived_by_peer: dict[str, int] = field(default_factory=dict)
+    # STUDY matches whose derivation query failed, by peer.
+    derive_failed_by_peer: dict[str, int] = field(default_factory=dict)
     cancelled: bool = False
 
 
@@ -41,7 +49,7 @@ class _Done:
 
 
 class Fanout:
-    """Send one C-FIND identifier to a set of peers and merge the matches."""
+    """Run one PeerPlan per peer and merge the matches."""
 
     def __init__(
         self,
@@ -58,17 +66,16 @@ class Fanout:
 
     def matches(
         self,
-        model: InformationModel,
-        identifier: Dataset,
+        plans: dict[str, PeerPlan],
         is_cancelled: Callable[[], bool] = lambda: False,
     ) -> Iterator[tuple[str, Dataset]]:
-        """Yield (peer name, match) pairs in arrival order."""
+        """Yield (peer name, match) pairs in arrival order; `plans` maps each peer name to its plan."""
         inbox: queue.Queue[tuple[str, Dataset] | _Done] = queue.Queue()
         calls = {p.name: PeerFind(p, self._local_ae_title, self._max_pdu) for p in self._peers}
         started = time.monotonic()
         deadlines = {p.name: started + p.find_deadline for p in self._peers}
         for name, call in calls.items():
-            self._start(name, call, model, identifier, inbox)
+            self._start(name, call, plans[name], inbox)
 
         pending = set(calls)
         try:
@@ -99,12 +106,15 @@ class Fanout:
         self,
         name: str,
         call: PeerFind,
-        model: InformationModel,
-        identifier: Dataset,
+        plan: PeerPlan,
         inbox: "queue.Queue[tuple[str, Dataset] | _Done]",
     ) -> None:
         def work() -> None:
-            outcome = call.run(model, identifier, lambda match: inbox.put((name, match)))
+            try:
+                outcome = call.run_plan(plan, lambda match: inbox.put((name, match)))
+            except Exception as exc:  # a fault in one peer's plan must not hang the fan-out
+                log.exception("peer_find_error", peer=name, peer_ae_title=call.peer.ae_title)
+                outcome = FindOutcome(error=f"unexpected error: {type(exc).__name__}: {exc}")
             inbox.put(_Done(name, outcome))
 
         threading.Thread(target=work, name=f"find-{name}", daemon=True).start()
@@ -113,8 +123,15 @@ class Fanout:
         if done.peer not in pending:
             return
         pending.discard(done.peer)
+        self.result.requests_by_peer[done.peer] = done.outcome.requests
+        if done.outcome.derived:
+            self.result.derived_by_peer[done.peer] = done.outcome.derived
+        if done.outcome.derive_failed:
+            self.result.derive_failed_by_peer[done.peer] = done.outcome.derive_failed
         if done.outcome.error:
             self._fail(done.peer, done.outcome.error)
+        elif done.outcome.truncated:
+            self._report_truncated(done.peer)
 
     def _expire(self, calls: dict[str, PeerFind], pending: set[str], deadlines: dict[str, float]) -> None:
         now = time.monotonic()
@@ -125,10 +142,20 @@ class Fanout:
             self._fail(name, f"missed its deadline of {peer.find_deadline:g} s")
 
     def _cancel(self, calls: dict[str, PeerFind], pending: set[str]) -> None:
+        """Send C-CANCEL to every running peer and return at once; PeerFind aborts those that don't stop."""
         self.result.cancelled = True
         for name in pending:
-            calls[name].abort()
+            calls[name].cancel()
+        self._log.info("peer_finds_cancelled", peers=sorted(pending))
         pending.clear()
+
+    def _report_truncated(self, name: str) -> None:
+        self.result.truncated_peers.append(name)
+        peer = next(p for p in self._peers if p.name == name)
+        self._log.warning(
+            "peer_find_truncated", peer=name, peer_ae_title=peer.ae_title, max_matches=peer.max_matches,
+            reason="the peer returned max_matches matches and the request could not be split by StudyDate",
+        )
 
     def _fail(self, name: str, reason: str) -> None:
         self.result.failed_peers[name] = reason

@@ -1,24 +1,28 @@
-"""The router's own association to a Move Destination, fed one instance at a time.
+"""The router's own associations to a Move Destination, fed one instance at a time.
 
-The association is opened when the first instance arrives, with presentation
-contexts for the SOP Classes and transfer syntaxes actually seen. When an
-instance needs a context that was not proposed, the association is released
-and opened again with the wider set. Instances whose transfer syntax was
-accepted go out as the bytes received, read from disk in PDU-sized chunks.
+An association is opened when the first instance that needs it arrives, with
+presentation contexts for the SOP Classes and transfer syntaxes actually seen
+(see transcode.proposed_contexts). When those need more than 128 contexts,
+the SOP Classes are spread over two or more associations to the same
+destination, and each instance goes over the one that carries its SOP Class.
+Only one of them is open at a time, because some destinations, storescp
+without --fork among them, serve one association at a time. When an
+instance needs a context that was not proposed, the association that
+carries its SOP Class is released and opened again with the wider set.
+Instances whose transfer syntax was accepted go out as the bytes received,
+read from disk in PDU-sized chunks. The others are decoded and sent in an
+accepted uncompressed transfer syntax (transcode.prepare).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydicom import dcmread
-from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, build_context
+from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
-from yicrouter import status
+from yicrouter import status, transcode
 from yicrouter.config import WorkstationSettings
 from yicrouter.logs import get_logger
 from yicrouter.moves import ReceivedInstance
@@ -26,12 +30,6 @@ from yicrouter.net import TUNING_HANDLERS
 from yicrouter.reactor import pause_reactor, resume_reactor
 
 log = get_logger(__name__)
-
-# PS3.8 9.3.2.2: at most 128 presentation contexts in one A-ASSOCIATE-RQ.
-MAX_CONTEXTS = 128
-_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-# Retired in PS3.5 since 2004; the router never proposes it (PS3.5 A.3).
-_NEVER_PROPOSED = {ExplicitVRBigEndian, *_UNCOMPRESSED}
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,7 @@ class ForwardResult:
 
 
 class Forwarder:
-    """Send received instances to one destination over one owned association."""
+    """Send received instances to one destination over the associations this object owns."""
 
     def __init__(
         self,
@@ -55,8 +53,17 @@ class Forwarder:
         self._local_ae_title = local_ae_title
         self._max_pdu = max_pdu
         self._originator = originator
-        self._assoc: Association | None = None
         self._wanted: dict[str, set[str]] = {}
+        # The contexts to propose on each association, from transcode.proposed_contexts().
+        self._plan: list[list[PresentationContext]] = []
+        # The open association and the index of its contexts in the plan.
+        self._assoc: Association | None = None
+        self._assoc_index = 0
+        # Plan indexes above 0 whose opening was logged at INFO already.
+        self._reported_indexes: set[int] = set()
+        # (SOP Class UID, transfer syntax) pairs whose unsendable instances
+        # were logged at WARNING already. Later ones go to DEBUG.
+        self._reported_unsendable: set[tuple[str, str]] = set()
         self._message_id = 0
         self._unreachable: str | None = None
         self._log = log.bind(**{"destination_ae_title": destination.ae_title, **log_context})
@@ -64,7 +71,8 @@ class Forwarder:
     def send(self, instance: ReceivedInstance, originator: tuple[str, int] | None = None) -> ForwardResult:
         """Send one instance and return its C-STORE status.
 
-        A refused, unreachable or silent destination gives a failure status.
+        A refused, unreachable or silent destination gives a failure status,
+        and so does an instance that cannot be sent in any accepted transfer syntax.
 
         `originator` overrides the Move Originator AE Title and Message ID
         given at construction, for instances of several moves on one association.
@@ -74,7 +82,8 @@ class Forwarder:
         if self._unreachable is not None:
             return ForwardResult(status.STORE_OUT_OF_RESOURCES, self._unreachable)
         self._want(instance)
-        assoc = self._association_for(instance)
+        index = self._plan_index(instance.sop_class_uid)
+        assoc = self._association(index)
         if assoc is None:
             return ForwardResult(status.STORE_OUT_OF_RESOURCES, self._unreachable)
         result = self._store(assoc, instance)
@@ -83,7 +92,7 @@ class Forwarder:
             # association is then unusable, so abort it and send once more.
             self._log.warning("forward_response_lost", sop_instance_uid=instance.sop_instance_uid)
             self._drop_association(abort=True)
-            assoc = self._association_for(instance)
+            assoc = self._association(index)
             result = self._store(assoc, instance) if assoc is not None else None
         if result is None:
             return ForwardResult(status.STORE_OUT_OF_RESOURCES, "no C-STORE response from destination")
@@ -93,46 +102,49 @@ class Forwarder:
         self._drop_association(abort=False)
 
     def _want(self, instance: ReceivedInstance) -> None:
-        self._wanted.setdefault(instance.sop_class_uid, set()).add(instance.transfer_syntax)
+        """Add the instance's SOP Class and transfer syntax, and re-plan the contexts if they are new.
 
-    def _contexts(self) -> list[PresentationContext]:
-        contexts: list[PresentationContext] = []
-        for sop_class, syntaxes in self._wanted.items():
-            for syntax in sorted(syntaxes - _NEVER_PROPOSED):
-                contexts.append(build_context(sop_class, [syntax]))
-            contexts.append(build_context(sop_class, list(_UNCOMPRESSED)))
-        return contexts[:MAX_CONTEXTS]
+        The open association is released when its contexts changed, so the
+        next instance opens it again with the new contexts.
 
-    def _has_context(self, assoc: Association, instance: ReceivedInstance) -> bool:
-        return any(
-            cx.abstract_syntax == instance.sop_class_uid
-            and cx.transfer_syntax[0] == instance.transfer_syntax
-            for cx in assoc.accepted_contexts
-        )
-
-    def _was_proposed(self, assoc: Association, instance: ReceivedInstance) -> bool:
-        for cx in assoc.requestor.requested_contexts:
-            if cx.abstract_syntax == instance.sop_class_uid and instance.transfer_syntax in cx.transfer_syntax:
-                return True
-        return False
-
-    def _association_for(self, instance: ReceivedInstance) -> Association | None:
-        assoc = self._assoc
-        if assoc is not None and assoc.is_established:
-            if self._has_context(assoc, instance) or self._was_proposed(assoc, instance):
-                return assoc
+        NOTE: each new SOP Class therefore costs one more association, so a
+        study whose 70 SOP Classes arrive one after another opens 71 in turn.
+        """
+        syntaxes = self._wanted.setdefault(instance.sop_class_uid, set())
+        if instance.transfer_syntax in syntaxes:
+            return
+        syntaxes.add(instance.transfer_syntax)
+        plan = transcode.proposed_contexts(self._wanted)
+        index = self._assoc_index
+        if self._assoc is not None and (
+            index >= len(plan) or _signature(plan[index]) != _signature(self._plan[index])
+        ):
             self._drop_association(abort=False)
-        return self._open()
+        self._plan = plan
 
-    def _open(self) -> Association | None:
+    def _plan_index(self, sop_class_uid: str) -> int:
+        for index, contexts in enumerate(self._plan):
+            if any(context.abstract_syntax == sop_class_uid for context in contexts):
+                return index
+        raise LookupError(f"SOP Class {sop_class_uid} is missing from the planned contexts")
+
+    def _association(self, index: int) -> Association | None:
+        """Return the established association for plan `index`, after releasing any other."""
+        if self._assoc is not None and self._assoc.is_established and self._assoc_index == index:
+            return self._assoc
+        self._drop_association(abort=False)
+        return self._open(index)
+
+    def _open(self, index: int) -> Association | None:
         ae = AE(ae_title=self._local_ae_title)
         ae.connection_timeout = self.destination.connect_timeout
         ae.acse_timeout = self.destination.acse_timeout
         ae.dimse_timeout = self.destination.dimse_timeout
         ae.network_timeout = max(self.destination.dimse_timeout, self.destination.acse_timeout)
         ae.maximum_pdu_size = self._max_pdu
+        contexts = self._plan[index]
         assoc = ae.associate(
-            self.destination.host, self.destination.port, contexts=self._contexts(),
+            self.destination.host, self.destination.port, contexts=contexts,
             ae_title=self.destination.ae_title, evt_handlers=TUNING_HANDLERS,
         )
         if not assoc.is_established:
@@ -146,7 +158,14 @@ class Forwarder:
                 reason=self._unreachable,
             )
             return None
-        self._assoc = assoc
+        if index > 0:
+            level = "debug" if index in self._reported_indexes else "info"
+            self._reported_indexes.add(index)
+            getattr(self._log, level)(
+                "destination_association_added", association_number=index + 1,
+                contexts=len(contexts), sop_classes=len({context.abstract_syntax for context in contexts}),
+            )
+        self._assoc, self._assoc_index = assoc, index
         return assoc
 
     def _drop_association(self, abort: bool) -> None:
@@ -164,14 +183,20 @@ class Forwarder:
 
     def _store(self, assoc: Association, instance: ReceivedInstance) -> ForwardResult | None:
         """Send one C-STORE; return None when no response came back."""
-        payload = self._payload(assoc, instance)
-        if isinstance(payload, ForwardResult):
-            return payload
+        payload = transcode.prepare(instance, assoc.accepted_contexts)
+        if isinstance(payload, transcode.Unsendable):
+            self._report_unsendable(instance, payload.reason)
+            return ForwardResult(status.STORE_CANNOT_UNDERSTAND, payload.reason)
+        if payload.converted:
+            self._log.debug(
+                "instance_transcoded", sop_instance_uid=instance.sop_instance_uid,
+                transfer_syntax=instance.transfer_syntax, sent_transfer_syntax=payload.transfer_syntax,
+            )
         originator_ae, originator_id = self._originator
         pause_reactor(assoc)
         try:
             rsp = assoc.send_c_store(
-                payload, msg_id=self._next_message_id(),
+                payload.data, msg_id=self._next_message_id(),
                 originator_aet=originator_ae, originator_id=originator_id,
             )
         except (ValueError, AttributeError, RuntimeError) as exc:
@@ -181,26 +206,16 @@ class Forwarder:
             return None
         return ForwardResult(int(rsp.Status))
 
-    def _payload(self, assoc: Association, instance: ReceivedInstance) -> "str | Dataset | ForwardResult":
-        if self._has_context(assoc, instance):
-            return str(instance.path)
-        if instance.transfer_syntax in _UNCOMPRESSED and self._accepts_uncompressed(assoc, instance):
-            # Implicit and Explicit VR Little Endian convert into each other
-            # without loss, so pynetdicom may re-encode the decoded data set.
-            try:
-                return dcmread(instance.path)
-            except Exception as exc:  # pydicom raises many types on malformed data
-                return ForwardResult(status.STORE_CANNOT_UNDERSTAND, f"instance could not be decoded: {exc}")
-        # TODO: decode compressed and Big Endian instances and send them in an
-        # accepted uncompressed transfer syntax; until then they fail here.
-        reason = (
-            f"destination accepted no presentation context for SOP Class "
-            f"{instance.sop_class_uid} with transfer syntax {instance.transfer_syntax}"
+    def _report_unsendable(self, instance: ReceivedInstance, reason: str) -> None:
+        key = (instance.sop_class_uid, instance.transfer_syntax)
+        level = "debug" if key in self._reported_unsendable else "warning"
+        self._reported_unsendable.add(key)
+        getattr(self._log, level)(
+            "instance_unsendable", sop_instance_uid=instance.sop_instance_uid,
+            sop_class_uid=instance.sop_class_uid, transfer_syntax=instance.transfer_syntax, reason=reason,
         )
-        return ForwardResult(status.STORE_CANNOT_UNDERSTAND, reason)
 
-    def _accepts_uncompressed(self, assoc: Association, instance: ReceivedInstance) -> bool:
-        return any(
-            cx.abstract_syntax == instance.sop_class_uid and cx.transfer_syntax[0] in _UNCOMPRESSED
-            for cx in assoc.accepted_contexts
-        )
+
+def _signature(contexts: list[PresentationContext]) -> list[tuple[str, tuple[str, ...]]]:
+    """Return what identifies a list of proposed contexts: SOP Classes and transfer syntaxes, in order."""
+    return [(str(context.abstract_syntax), tuple(context.transfer_syntax)) for context in contexts]

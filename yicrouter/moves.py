@@ -1,4 +1,6 @@
-"""Moves in progress, and the matching of incoming C-STOREs to their move.
+"""Retrieves in progress, and the matching of incoming C-STOREs to their retrieve.
+
+A MoveJob is one C-MOVE or C-GET that a workstation sent to the router.
 
 The router asks a peer to C-MOVE with the router's own AE title as the Move
 Destination, so the peer's C-STORE sub-operations arrive on a separate
@@ -20,6 +22,10 @@ from pathlib import Path
 from yicrouter.config import PeerSettings, WorkstationSettings
 from yicrouter.peer_client import MoveOutcome, MoveProgress
 from yicrouter.query import Query
+
+
+# Prefix of the spool folders of jobs whose instances have no retry-queue rows.
+GET_SPOOL_PREFIX = "get-"
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class PeerFinished:
 class MoveJob:
     requester_ae_title: str
     requester_message_id: int
+    # The workstation that receives the instances: the Move Destination of a
+    # C-MOVE, or the requester itself for a C-GET.
     destination: WorkstationSettings
     query: Query
     upstream_message_id: int
@@ -63,11 +71,27 @@ class MoveJob:
     inbox: "queue.Queue[ReceivedInstance | PeerFinished]" = field(default_factory=queue.Queue)
     received_uids: set[str] = field(default_factory=set)
     peer_progress: MoveProgress = field(default_factory=MoveProgress)
+    # True when received instances get retry-queue rows, so that a failed
+    # forward is retried later. A C-GET sends back on the requester's own
+    # association, which is gone by then, so its instances get no rows and
+    # a failed sub-operation stays failed.
+    durable: bool = True
+    # Cleared when the retrieve has ended; later instances are refused.
+    accepting: bool = True
 
     @property
     def queue_owner(self) -> str:
         """Return the owner name of this move's rows in the retry queue."""
         return f"move:{self.id}"
+
+    @property
+    def spool_folder(self) -> str:
+        """Return the name of this job's folder in the spool.
+
+        Folders of jobs without retry-queue rows start with GET_SPOOL_PREFIX,
+        so that start-up can delete those that a stopped process left behind.
+        """
+        return self.id if self.durable else f"{GET_SPOOL_PREFIX}{self.id}"
 
     def covers(self, keys: InstanceKeys) -> bool:
         """Return True if the move's identifier selects this instance."""

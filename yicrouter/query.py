@@ -87,6 +87,9 @@ class Query:
     model: InformationModel
     level: str
     identifier: Dataset
+    # Whether the requester negotiated relational queries or relational
+    # retrieval (PS3.4 C.4.1.2.2, C.4.2.2.2), so parent unique keys may be absent.
+    relational: bool = False
 
     @property
     def unique_key(self) -> str:
@@ -117,14 +120,21 @@ def _check_uid_list(keyword: str, values: list[str]) -> None:
             raise InvalidIdentifier(f"{keyword} value {value!r} is not a valid UID")
 
 
-def _check_parent_keys(model: InformationModel, level: str, identifier: Dataset) -> None:
-    """Check the hierarchical-search rule of PS3.4 C.4.1.2.1 and C.4.2.2.1.
+def _check_parent_keys(model: InformationModel, level: str, identifier: Dataset, relational: bool) -> None:
+    """Check the unique keys above the level.
 
-    Every unique key above the level must hold exactly one value.
+    Hierarchical search (PS3.4 C.4.1.2.1 and C.4.2.2.1) needs exactly one
+    value in every unique key above the level. Relational search (C.4.1.2.2
+    and C.4.2.2.2) lets them be absent, universal or lists, but a UID given
+    must still be a valid UID without wild cards.
     """
     for parent in _parent_levels(model, level):
         keyword = UNIQUE_KEYS[parent]
         values = split_values(identifier.get(keyword, ""))
+        if relational:
+            if keyword != "PatientID":
+                _check_uid_list(keyword, values)
+            continue
         if len(values) != 1:
             raise InvalidIdentifier(
                 f"{keyword} must hold exactly one value at Query/Retrieve Level {level} "
@@ -145,27 +155,34 @@ def _read_level(model: InformationModel, identifier: Dataset) -> str:
     return level
 
 
-def parse_find(model: InformationModel, identifier: Dataset) -> Query:
-    """Check a C-FIND identifier; raise InvalidIdentifier on a bad one."""
+def parse_find(model: InformationModel, identifier: Dataset, relational: bool = False) -> Query:
+    """Check a C-FIND identifier; raise InvalidIdentifier on a bad one.
+
+    `relational` is whether the requester negotiated relational queries for the SOP Class.
+    """
     level = _read_level(model, identifier)
-    _check_parent_keys(model, level, identifier)
+    _check_parent_keys(model, level, identifier, relational)
     unique_key = UNIQUE_KEYS[level]
     if unique_key != "PatientID":
         values = split_values(identifier.get(unique_key, ""))
         if any("*" in v or "?" in v for v in values):
             raise InvalidIdentifier(f"{unique_key} does not allow wildcard matching")
         _check_uid_list(unique_key, values)
-    return Query(model, level, identifier)
+    return Query(model, level, identifier, relational)
 
 
-def parse_retrieve(model: InformationModel, identifier: Dataset) -> Query:
-    """Check a C-MOVE or C-GET identifier (PS3.4 C.4.2.2.1)."""
+def parse_retrieve(model: InformationModel, identifier: Dataset, relational: bool = False) -> Query:
+    """Check a C-MOVE or C-GET identifier (PS3.4 C.4.2.2.1, C.4.2.2.2).
+
+    `relational` is whether the requester negotiated relational retrieval
+    for the SOP Class. The unique key of the level is required either way.
+    """
     level = _read_level(model, identifier)
-    _check_parent_keys(model, level, identifier)
+    _check_parent_keys(model, level, identifier, relational)
     unique_key = UNIQUE_KEYS[level]
     values = split_values(identifier.get(unique_key, ""))
     if not values:
         raise InvalidIdentifier(f"{unique_key} is required for a retrieve at level {level}")
     if unique_key != "PatientID":
         _check_uid_list(unique_key, values)
-    return Query(model, level, identifier)
+    return Query(model, level, identifier, relational)

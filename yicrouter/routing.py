@@ -115,3 +115,49 @@ def peers_holding(level: str, values: list[str]) -> list[str]:
             .order_by(newest.desc())
         )
         return [row.peer for row in query]
+
+
+def parent_uids(peer: str, series_uid: str = "", sop_instance_uid: str = "") -> dict[str, str]:
+    """Return the StudyInstanceUID and SeriesInstanceUID recorded for an entity at `peer`.
+
+    The newest sighting with a non-empty value wins. Keys never recorded are left out.
+    """
+    conditions = []
+    if sop_instance_uid:
+        conditions.append(Location.sop_instance_uid == sop_instance_uid)
+    if series_uid:
+        conditions.append(Location.series_uid == series_uid)
+    found: dict[str, str] = {}
+    database = Location._meta.database
+    with database.connection_context():
+        for condition in conditions:
+            rows = (
+                Location.select(Location.study_uid, Location.series_uid)
+                .where((Location.peer == peer) & condition)
+                .order_by(Location.last_seen.desc())
+            )
+            for row in rows:
+                if row.study_uid:
+                    found.setdefault("StudyInstanceUID", row.study_uid)
+                if row.series_uid:
+                    found.setdefault("SeriesInstanceUID", row.series_uid)
+    return found
+
+
+def studies_of_patients(peer: str, patient_ids: list[str]) -> list[str]:
+    """Return the Study Instance UIDs that the table has seen at `peer` for any of the Patient IDs."""
+    if not patient_ids:
+        return []
+    database = Location._meta.database
+    with database.connection_context():
+        rows = (
+            Location.select(Location.study_uid)
+            .where(
+                (Location.peer == peer)
+                & Location.patient_id.in_(patient_ids)
+                & (Location.study_uid != "")
+            )
+            .distinct()
+            .order_by(Location.study_uid)
+        )
+        return [row.study_uid for row in rows]

@@ -59,3 +59,12 @@ def is_failure(status: int) -> bool:
     return not (
         is_success(status) or is_warning(status) or is_pending(status) or status == CANCEL
     )
+
+# PS3.4 C.4.3.1.4, table C.4-3 (C-GET). The codes equal those of C-MOVE,
+# and C-GET has no Move Destination Unknown.
+GET_OUT_OF_RESOURCES_MATCHES: Final = 0xA701
+GET_OUT_OF_RESOURCES_SUBOPERATIONS: Final = 0xA702
+GET_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS: Final = 0xA900
+GET_UNABLE_TO_PROCESS: Final = 0xC001
+# Warning: sub-operations complete, one or more failures or warnings.
+GET_SUBOPERATIONS_WARNING: Final = 0xB000

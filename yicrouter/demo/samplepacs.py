@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import itertools
 import tempfile
 import threading
 import time
@@ -56,6 +57,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from yicrouter.demo.matching import (
     PATIENT_ROOT_LEVELS,
+    RANGE_VRS,
+    WILDCARD_VRS,
     STUDY_ROOT_LEVELS,
     IdentifierError,
     IndexedInstance,
@@ -101,6 +104,17 @@ FIND_MODELS: Final[dict[str, tuple[str, ...]]] = {
     PatientRootQueryRetrieveInformationModelFind: PATIENT_ROOT_LEVELS,
     StudyRootQueryRetrieveInformationModelFind: STUDY_ROOT_LEVELS,
 }
+# Non-unique keys of each level that reject_relational_keys looks for above the
+# Query/Retrieve Level. In the Study Root model patient keys are STUDY keys.
+_LEVEL_KEYS: Final[dict[str, frozenset[str]]] = {
+    "PATIENT": frozenset({"PatientName", "PatientBirthDate", "PatientSex"}),
+    "STUDY": frozenset({"StudyDate", "StudyTime", "AccessionNumber", "StudyDescription",
+                        "ModalitiesInStudy", "ReferringPhysicianName", "StudyID"}),
+    "SERIES": frozenset({"Modality", "SeriesNumber", "SeriesDescription"}),
+    "IMAGE": frozenset(),
+}
+STUDY_LEVEL: Final = "STUDY"
+
 MOVE_MODELS: Final[dict[str, tuple[str, ...]]] = {
     PatientRootQueryRetrieveInformationModelMove: PATIENT_ROOT_LEVELS,
     StudyRootQueryRetrieveInformationModelMove: STUDY_ROOT_LEVELS,
@@ -139,11 +153,32 @@ class FaultOptions:
     store_delay: float = 0.0
     # Reject every association request with A-ASSOCIATE-RJ.
     reject_association: bool = False
+    # Accept C-GET but return no SCP/SCU Role Selection items, so a C-GET
+    # requester never gets the SCP role for storage SOP Classes.
+    reject_role_selection: bool = False
+    # Offer only the Study Root Query/Retrieve information model.
+    study_root_only: bool = False
+    # Reject with 0xA900 a C-FIND with a zero-length key whose VR allows wild cards.
+    reject_universal_keys: bool = False
+    # Reject with 0xA900 a C-FIND with a range or wild card in a DA, TM or DT key.
+    reject_date_ranges: bool = False
+    # Reject with 0xA900 a C-FIND with a key of a level above the Query/Retrieve
+    # Level that is not a unique key, as a PACS without relational queries may.
+    reject_relational_keys: bool = False
+    # Stop after this many C-FIND matches and still answer Success, as a PACS
+    # with a result limit does.
+    max_matches: int | None = None
+    # Send this many made-up STUDY matches before the real ones of a STUDY-level C-FIND.
+    synthetic_matches: int = 0
+    # Keep every C-FIND identifier received, in SamplePacs.find_identifiers.
+    record_identifiers: bool = False
+    # Keywords left out of every C-FIND match, such as a unique key.
+    omit_match_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, bool) or value is None:
+            if isinstance(value, (bool, tuple)) or value is None:
                 continue
             if value < 0:
                 raise ValueError(f"FaultOptions.{field.name} must be 0 or more, got {value}")
@@ -180,6 +215,15 @@ class SamplePacs:
             title.strip(): address for title, address in move_destinations.items()
         }
         self._options = options or FaultOptions()
+        if self._options.study_root_only:
+            for sop_class in (PatientRootQueryRetrieveInformationModelFind,
+                              PatientRootQueryRetrieveInformationModelMove,
+                              PatientRootQueryRetrieveInformationModelGet):
+                self._ae.remove_supported_context(sop_class)
+        # C-FIND identifiers received, when options.record_identifiers is set.
+        self.find_identifiers: list[Dataset] = []
+        # Number of C-FINDs that ended because a C-CANCEL arrived.
+        self.find_cancels = 0
         self._storage_dir = storage_dir
         self._temporary_dir: tempfile.TemporaryDirectory[str] | None = None
         self._index: dict[str, IndexedInstance] = {}
@@ -216,6 +260,8 @@ class SamplePacs:
         if self._server is not None:
             raise RuntimeError(f"SamplePacs {self.ae_title} is already running")
 
+        if self._options.reject_role_selection:
+            _ignore_role_selection(self._ae)
         storage_dir = self._prepare_storage_dir()
         self._load_index([*self._files, *sorted(storage_dir.glob("*.dcm"))])
 
@@ -331,25 +377,38 @@ class SamplePacs:
     def _handle_find(self, event: Event) -> Iterator[StatusAndDataset]:
         levels = FIND_MODELS[event.context.abstract_syntax]
         identifier = event.identifier
+        if self._options.record_identifiers:
+            self.find_identifiers.append(identifier)
         try:
             level = read_level(identifier, levels)
             check_unique_keys(identifier, level, levels, retrieve=False)
+            check_find_quirks(identifier, level, levels, self._options)
         except IdentifierError as exc:
             LOGGER.debug("C-FIND from %s failed with 0xA900: %s", _requester(event), exc)
             yield FIND_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
             return
 
         abort_after = self._options.find_abort_after
+        limit = self._options.max_matches
         matches = find_matches(self._snapshot(), identifier, level, levels, self.ae_title)
+        if level == STUDY_LEVEL and self._options.synthetic_matches:
+            matches = itertools.chain(synthetic_study_matches(self._options.synthetic_matches), matches)
         for sent, response in enumerate(matches):
+            if limit is not None and sent >= limit:
+                LOGGER.debug("C-FIND: stopping at the limit of %d matches (fault)", limit)
+                break
             if abort_after is not None and sent >= abort_after:
                 LOGGER.debug("C-FIND: aborting the association after %d matches (fault)", sent)
                 event.assoc.abort()
                 return
             if _wait_unless_cancelled(event, self._options.find_delay):
                 LOGGER.debug("C-FIND cancelled after %d matches", sent)
+                self.find_cancels += 1
                 yield CANCEL, None
                 return
+            for keyword in self._options.omit_match_keys:
+                if keyword in response:
+                    del response[keyword]
             yield PENDING, response
 
     # C-MOVE and C-GET
@@ -508,6 +567,34 @@ class SamplePacs:
         return SUCCESS
 
 
+def check_find_quirks(
+    identifier: Dataset, level: str, levels: Sequence[str], options: FaultOptions
+) -> None:
+    """Raise IdentifierError for the keys that the quirk options make this PACS reject."""
+    above = {keyword for upper in levels[: levels.index(level)] for keyword in _LEVEL_KEYS[upper]}
+    for element in identifier:
+        keyword = element.keyword
+        if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+            continue
+        value = str(element.value or "") if element.VR != "SQ" else "sequence"
+        if options.reject_universal_keys and element.VR in WILDCARD_VRS and not value.strip():
+            raise IdentifierError(f"zero-length key {keyword} is not supported (fault)")
+        if options.reject_date_ranges and element.VR in RANGE_VRS and any(m in value for m in "-*?"):
+            raise IdentifierError(f"range or wild card in {keyword} is not supported (fault)")
+        if options.reject_relational_keys and keyword in above:
+            raise IdentifierError(f"{keyword} is above Query/Retrieve Level {level} (fault)")
+
+
+def synthetic_study_matches(count: int) -> Iterator[Dataset]:
+    """Yield `count` made-up STUDY-level matches with distinct Study Instance UIDs."""
+    for number in range(count):
+        match = Dataset()
+        match.QueryRetrieveLevel = STUDY_LEVEL
+        match.PatientID = f"SYNTH-{number}"
+        match.StudyInstanceUID = f"2.25.{number + 1}"
+        yield match
+
+
 def storage_contexts(instances: Sequence[IndexedInstance]) -> list[PresentationContext]:
     """Build the presentation contexts for sending `instances` by C-STORE.
 
@@ -539,6 +626,17 @@ def storage_contexts(instances: Sequence[IndexedInstance]) -> list[PresentationC
         )
         contexts = contexts[:MAX_PRESENTATION_CONTEXTS]
     return contexts
+
+
+def _ignore_role_selection(ae: AE) -> None:
+    """Support the storage SOP Classes with default roles only, for the reject_role_selection fault.
+
+    pynetdicom then sends no role selection reply and stays the SCP.
+    """
+    for context in AllStoragePresentationContexts:
+        uid = str(context.abstract_syntax)
+        ae.remove_supported_context(uid)
+        ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
 
 
 def _start_server(

@@ -1,11 +1,13 @@
-"""The router's association acceptor, with its own C-MOVE SCP loop.
+"""The router's association acceptor, with its own C-MOVE and C-GET SCP loops.
 
-pynetdicom's built-in C-MOVE SCP (3.0.4) needs the number of sub-operations
-before the first instance, takes only decoded Datasets, and opens the Move
-Destination association before any instance is known. A relay has none of
-that in advance, and decoding every instance costs time and memory. So the
-router's acceptor association hands C-MOVE requests to `serve_move`, which
-owns the destination association and sends the received bytes unchanged.
+pynetdicom's built-in C-MOVE and C-GET SCPs (3.0.4) need the number of
+sub-operations before the first instance and take only decoded Datasets, and
+its C-MOVE SCP opens the Move Destination association before any instance
+is known. A relay has none of that in advance, and decoding every instance
+costs time and memory. So the router's acceptor association hands C-MOVE
+requests to `serve_move`, which owns the destination association, and C-GET
+requests to `serve_get`, which sends on the requester's own association.
+Both send the received bytes unchanged where the presentation context allows.
 Every other request goes through pynetdicom as usual.
 
 This overrides pynetdicom's private `Association._serve_request` and
@@ -21,10 +23,11 @@ from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from yicrouter.scp.common import RouterServices
+from yicrouter.scp.get import serve_get
 from yicrouter.scp.move import serve_move
 from yicrouter.scp.screen import reject_blank_ae_titles
 
@@ -32,22 +35,30 @@ _association_ids = itertools.count(1)
 
 
 class RouterAssociation(Association):
-    """An acceptor association whose C-MOVE requests the router serves itself."""
+    """An acceptor association whose C-MOVE and C-GET requests the router serves itself."""
 
     router_services: RouterServices
     router_association_id: str
 
     def _serve_request(self, msg: Any, context_id: int) -> None:
-        if not (isinstance(msg, C_MOVE) and msg.is_valid_request and context_id in self._accepted_cx):
+        if not (isinstance(msg, (C_MOVE, C_GET)) and msg.is_valid_request and context_id in self._accepted_cx):
             super()._serve_request(msg, context_id)
             return
         context = self._accepted_cx[context_id]
-        # As pynetdicom does for its own SCPs: forget C-CANCELs sent before
-        # this request, and pause the reactor while the SCP runs.
-        self.dimse.cancel_req = {}
+        # Forget C-CANCELs for other requests, and pause the reactor while the
+        # SCP runs. pynetdicom's own SCPs forget every C-CANCEL here, but one
+        # sent just after its request may have arrived already, because the
+        # DUL thread files C-CANCELs at once and requests only via a queue.
+        message_id = msg.MessageID
+        self.dimse.cancel_req = {
+            key: value for key, value in self.dimse.cancel_req.items() if key == message_id
+        }
         self._is_paused = True
         try:
-            serve_move(self, msg, context, self.router_services)
+            if isinstance(msg, C_GET):
+                serve_get(self, msg, context, self.router_services)
+            else:
+                serve_move(self, msg, context, self.router_services)
         finally:
             self._is_paused = False
             self.dimse.cancel_req = {}

@@ -5,16 +5,29 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from copy import deepcopy
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataset import Dataset
 
-from yicrouter import routing, status
+from yicrouter import charsets, matching, peer_dialect, routing, status
 from yicrouter.fanout import Fanout
 from yicrouter.logs import get_logger
-from yicrouter.query import UNIQUE_KEYS, InvalidIdentifier, Query, model_for_sop_class, parse_find
+from yicrouter.matching import MatchRules
+from yicrouter.query import (
+    UNIQUE_KEYS,
+    InvalidIdentifier,
+    Query,
+    model_for_sop_class,
+    parse_find,
+    split_values,
+)
 from yicrouter.scp.common import RouterServices, association_log_context, status_with_comment
 from yicrouter.scp.events import connection_closed
+from yicrouter.scp.extended_negotiation import negotiated_combined_datetime, negotiated_relational
+
+# The daemon registers the EVT_SOP_EXTENDED handler from this module.
+from yicrouter.scp.extended_negotiation import handle_sop_extended as handle_sop_extended
 
 log = get_logger(__name__)
 
@@ -89,7 +102,8 @@ def handle_find(event: Any, services: RouterServices) -> Iterator[tuple[Any, Dat
     try:
         if model is None:
             raise InvalidIdentifier("the SOP Class is not a Q/R Find SOP Class")
-        query = parse_find(model, identifier)
+        relational = negotiated_relational(event.assoc, str(event.request.AffectedSOPClassUID))
+        query = parse_find(model, identifier, relational)
     except InvalidIdentifier as exc:
         log.warning("find_rejected", **context, reason=str(exc))
         yield status_with_comment(status.FIND_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
@@ -97,39 +111,123 @@ def handle_find(event: Any, services: RouterServices) -> Iterator[tuple[Any, Dat
     yield from _relay_matches(event, services, query, context)
 
 
+@dataclass
+class _FindTally:
+    """Counts for the find_completed event."""
+
+    matches: int = 0
+    # Matches that lacked a unique key that could not be repaired, by peer.
+    without_unique_key: dict[str, int] = field(default_factory=dict)
+    # Matches that failed the workstation's keys in the router's re-matching.
+    not_matching: int = 0
+
+
+def _match_rules(event: Any, services: RouterServices) -> MatchRules:
+    combined = negotiated_combined_datetime(event.assoc, str(event.request.AffectedSOPClassUID))
+    return MatchRules(
+        patient_name_case_sensitive=services.config.router.patient_name_case_sensitive,
+        combined_datetime=combined,
+    )
+
+
 def _relay_matches(
     event: Any, services: RouterServices, query: Query, context: dict[str, Any]
 ) -> Iterator[tuple[Any, Dataset | None]]:
     started = time.monotonic()
+    rules = _match_rules(event, services)
+    identifier = upstream_identifier(query)
+    plans = {
+        peer.name: peer_dialect.plan_find(peer, query, identifier, rules.combined_datetime)
+        for peer in services.config.peers
+    }
+    request_charset = query.key_values("SpecificCharacterSet")
     fanout = Fanout(services.config.peers, services.ae_title, services.config.router.max_pdu, context)
     seen: set[str] = set()
     sightings: list[routing.Sighting] = []
-    dropped = 0
-    identifier = upstream_identifier(query)
+    tally = _FindTally()
+
     def stop_requested() -> bool:
         return bool(event.is_cancelled) or connection_closed(event.assoc)
 
-    for peer, match in fanout.matches(query.model, identifier, stop_requested):
-        key = duplicate_key(match, query)
-        if not key:
-            dropped += 1
+    for peer_name, raw in fanout.matches(plans, stop_requested):
+        plan = plans[peer_name]
+        match = _checked_match(plan, query, raw, rules, sightings, tally)
+        if match is None:
             continue
-        sightings.append(routing.Sighting.from_match(peer, query.level, match))
+        key = duplicate_key(match, query)
         if key in seen:
             continue
         seen.add(key)
-        yield status.PENDING, response_identifier(match, query, services.ae_title)
+        response = response_identifier(match, query, services.ae_title)
+        yield status.PENDING, charsets.encode_response(response, request_charset)
 
+    tally.matches = len(seen)
     _record_sightings(sightings, context)
+    _log_dropped(tally, plans, context)
+    _log_completed(query, fanout, tally, context, started)
+    yield _final_status(fanout), None
+
+
+def _checked_match(
+    plan: peer_dialect.PeerPlan,
+    query: Query,
+    raw: Dataset,
+    rules: MatchRules,
+    sightings: list[routing.Sighting],
+    tally: _FindTally,
+) -> Dataset | None:
+    """Decode, record, collapse, repair and re-match one peer match; None when it is dropped."""
+    peer = plan.peer
+    match = charsets.decode_match(peer, raw)
+    if plan.collapse_to is not None and split_values(match.get("StudyInstanceUID", "")):
+        sightings.append(routing.Sighting.from_match(peer.name, "STUDY", match))
+    match = peer_dialect.collapse_match(plan, match)
+    if not peer_dialect.repair_unique_keys(query, match):
+        tally.without_unique_key[peer.name] = tally.without_unique_key.get(peer.name, 0) + 1
+        return None
+    sightings.append(routing.Sighting.from_match(peer.name, query.level, match))
+    if not matching.is_true_match(query.identifier, match, rules):
+        tally.not_matching += 1
+        return None
+    return match
+
+
+def _final_status(fanout: Fanout) -> Dataset | int:
+    result = fanout.result
+    if result.cancelled:
+        return status.CANCEL
+    if result.truncated_peers:
+        # C-FIND has no partial status, so a list that may be incomplete ends in a failure.
+        return status_with_comment(
+            status.FIND_OUT_OF_RESOURCES, f"peer reply may be truncated: {', '.join(result.truncated_peers)}"
+        )
+    return status.SUCCESS
+
+
+def _log_dropped(tally: _FindTally, plans: dict[str, peer_dialect.PeerPlan], context: dict[str, Any]) -> None:
+    for peer_name, dropped in sorted(tally.without_unique_key.items()):
+        peer = plans[peer_name].peer
+        log.warning(
+            "find_matches_dropped", **context, peer=peer_name, peer_ae_title=peer.ae_title,
+            dropped=dropped, reason="match lacks a unique key that the query can't supply",
+        )
+
+
+def _log_completed(
+    query: Query, fanout: Fanout, tally: _FindTally, context: dict[str, Any], started: float
+) -> None:
     result = fanout.result
     log.info(
         "find_completed", **context, level=query.level, model=query.model.value,
         peers_asked=result.peers_asked, failed_peers=sorted(result.failed_peers),
-        matches=len(seen), matches_by_peer=result.matches_by_peer,
-        dropped_without_unique_key=dropped, cancelled=result.cancelled,
+        truncated_peers=sorted(result.truncated_peers), matches=tally.matches,
+        matches_by_peer=result.matches_by_peer, requests_by_peer=result.requests_by_peer,
+        relational=query.relational, derived_by_peer=result.derived_by_peer,
+        derive_failed_by_peer=result.derive_failed_by_peer,
+        dropped_without_unique_key=sum(tally.without_unique_key.values()),
+        dropped_not_matching=tally.not_matching, cancelled=result.cancelled,
         duration_ms=round((time.monotonic() - started) * 1000),
     )
-    yield (status.CANCEL if result.cancelled else status.SUCCESS), None
 
 
 def _record_sightings(sightings: list[routing.Sighting], context: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from yicrouter import routing
+from yicrouter import charsets, peer_dialect, routing
 from yicrouter.config import PeerSettings
 from yicrouter.fanout import Fanout
 from yicrouter.logs import get_logger
@@ -59,11 +59,18 @@ def _targeted_find(query: Query, services: RouterServices, log_context: dict[str
     Returns the names of the peers that could not be searched.
     """
     router = services.config.router
+    identifier = _locator_identifier(query)
+    plans = {peer.name: peer_dialect.plan_find(peer, query, identifier) for peer in services.config.peers}
     fanout = Fanout(services.config.peers, router.ae_title, router.max_pdu, log_context)
-    sightings = [
-        routing.Sighting.from_match(peer, query.level, match)
-        for peer, match in fanout.matches(query.model, _locator_identifier(query))
-    ]
+    sightings = []
+    for peer_name, raw in fanout.matches(plans):
+        plan = plans[peer_name]
+        match = charsets.decode_match(plan.peer, raw)
+        if plan.collapse_to is not None:
+            sightings.append(routing.Sighting.from_match(peer_name, "STUDY", match))
+        match = peer_dialect.collapse_match(plan, match)
+        if peer_dialect.repair_unique_keys(query, match):
+            sightings.append(routing.Sighting.from_match(peer_name, query.level, match))
     routing.record(sightings)
     log.info(
         "move_located", **log_context, peers_asked=fanout.result.peers_asked,

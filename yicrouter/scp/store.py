@@ -1,4 +1,4 @@
-"""C-STORE SCP: receive a peer's sub-operation and hand it to its move."""
+"""C-STORE SCP: receive a peer's sub-operation and hand it to its C-MOVE or C-GET job."""
 
 from __future__ import annotations
 
@@ -79,10 +79,8 @@ def handle_store(event: Any, services: RouterServices) -> int:
     temporary = Path(event.dataset_path)
     if not _enough_space(services, temporary, context):
         return status.STORE_OUT_OF_RESOURCES
-    try:
-        keys = read_keys(temporary, sop_instance_uid)
-    except Exception as exc:  # pydicom raises many types on malformed data
-        log.warning("store_rejected", **context, reason=f"data set could not be parsed: {exc}")
+    keys = _read_keys_or_none(temporary, sop_instance_uid, context)
+    if keys is None:
         return status.STORE_CANNOT_UNDERSTAND
 
     job = services.moves.claim(
@@ -95,10 +93,56 @@ def handle_store(event: Any, services: RouterServices) -> int:
         log.warning("store_unsolicited", **context, study_instance_uid=keys.study_uid,
                     reason="no running move expects this instance")
         return status.STORE_REFUSED_NOT_AUTHORIZED
+    return _accept(event, temporary, job, services, context)
+
+
+def handle_peer_get_store(event: Any, job: MoveJob, services: RouterServices) -> int:
+    """Handle EVT_C_STORE on the router's own C-GET association to a peer.
+
+    The association belongs to `job`, so the instance needs no matching by
+    Move Originator; it must still be one that the job's identifier selects.
+    """
+    sop_instance_uid = str(event.request.AffectedSOPInstanceUID or "").strip()
+    peer = job.peer
+    context = {
+        "move_id": job.id, "peer": peer.name if peer else None,
+        "peer_ae_title": peer.ae_title if peer else None, "sop_instance_uid": sop_instance_uid,
+    }
+    temporary = Path(event.dataset_path)
+    if not _enough_space(services, temporary, context):
+        return status.STORE_OUT_OF_RESOURCES
+    keys = _read_keys_or_none(temporary, sop_instance_uid, context)
+    if keys is None:
+        return status.STORE_CANNOT_UNDERSTAND
+    if not job.accepting or not job.covers(keys):
+        temporary.unlink(missing_ok=True)
+        log.warning("store_unsolicited", **context, study_instance_uid=keys.study_uid,
+                    reason="the retrieve has ended or does not select this instance")
+        return status.STORE_REFUSED_NOT_AUTHORIZED
+    job.received_uids.add(sop_instance_uid)
+    return _accept(event, temporary, job, services, context)
+
+
+def _read_keys_or_none(temporary: Path, sop_instance_uid: str, context: dict[str, Any]) -> InstanceKeys | None:
+    try:
+        return read_keys(temporary, sop_instance_uid)
+    except Exception as exc:  # pydicom raises many types on malformed data
+        temporary.unlink(missing_ok=True)
+        log.warning("store_rejected", **context, reason=f"data set could not be parsed: {exc}")
+        return None
+
+
+def _accept(event: Any, temporary: Path, job: MoveJob, services: RouterServices, context: dict[str, Any]) -> int:
+    """Spool the instance, record its retry-queue row when the job has rows, and queue it for the relay."""
+    request = event.request
+    sop_instance_uid = str(request.AffectedSOPInstanceUID or "").strip()
     try:
         size = temporary.stat().st_size
-        path = services.spool.accept(temporary, job.id, sop_instance_uid)
+        path = services.spool.accept(temporary, job.spool_folder, sop_instance_uid)
     except OSError as exc:
+        # pynetdicom deletes the temporary file only on the SCP side of an
+        # association, not for C-STOREs within the router's own C-GET.
+        temporary.unlink(missing_ok=True)
         log.error("spool_write_failed", **context, move_id=job.id, error=str(exc))
         return status.STORE_OUT_OF_RESOURCES
 
@@ -109,10 +153,13 @@ def handle_store(event: Any, services: RouterServices) -> int:
         transfer_syntax=str(event.context.transfer_syntax),
         size=size,
     )
-    entry_id = _record(instance, job, services, context)
-    if entry_id is None:
-        services.spool.discard(path)
-        return status.STORE_OUT_OF_RESOURCES
+    entry_id = 0
+    if job.durable:
+        recorded = _record(instance, job, services, context)
+        if recorded is None:
+            services.spool.discard(path)
+            return status.STORE_OUT_OF_RESOURCES
+        entry_id = recorded
     job.inbox.put(replace(instance, entry_id=entry_id))
-    log.debug("store_received", **context, move_id=job.id, bytes=size)
+    log.debug("store_received", **context | {"move_id": job.id}, bytes=size)
     return status.SUCCESS
