@@ -110,6 +110,27 @@ def test_cancel_one_ms_after_request(start: Callable[..., QuirkRegion]) -> None:
     region.router.wait_for_log(r"find_completed[^\n]*cancelled=True")
 
 
+def test_cancel_filed_before_request(start: Callable[..., QuirkRegion]) -> None:
+    # The router's DUL thread files a C-CANCEL at once but queues requests,
+    # so a cancel can be filed before its C-FIND is served. Sending the
+    # C-CANCEL first makes that order certain; pynetdicom 3.0.4 alone would
+    # forget it and run the C-FIND for the peer's full 5 s.
+    region = start(FakePeer("slow", FaultOptions(find_delay=5.0), ("one",)))
+    assoc = _associate(region)
+    context_id = assoc.accepted_contexts[0].context_id
+    started = time.monotonic()
+
+    assoc.send_c_cancel(MESSAGE_ID, context_id)
+    responses = assoc.send_c_find(_study_query(), StudyRootQueryRetrieveInformationModelFind, msg_id=MESSAGE_ID)
+    statuses = [int(rsp.Status) for rsp, _ in responses]
+    elapsed = time.monotonic() - started
+    assoc.release()
+
+    assert statuses == [status.CANCEL]
+    assert elapsed < 2.0
+    region.router.wait_for_log(r"find_completed[^\n]*cancelled=True")
+
+
 def test_findscu_cancel_option(start: Callable[..., QuirkRegion]) -> None:
     region = start(FakePeer("flood", FaultOptions(synthetic_matches=SYNTHETIC), ("one",)))
     result = run_findscu(region.router.node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": None},

@@ -35,9 +35,9 @@ from yicrouter import routing, status
 from yicrouter.config import PeerSettings
 from yicrouter.db import open_database
 from yicrouter.demo.samplepacs import FaultOptions
+from yicrouter.dialect import plan_find
 from yicrouter.fanout import Fanout
-from yicrouter.peer_client import COMBINED_DATETIME_INFORMATION
-from yicrouter.peer_dialect import plan_find
+from yicrouter.peer_find import COMBINED_DATETIME_INFORMATION
 from yicrouter.query import InformationModel, Query
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -1,4 +1,4 @@
-"""peer_dialect: the C-FIND and retrieve identifiers that each peer option produces."""
+"""dialect: the C-FIND and retrieve identifiers that each peer option produces."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from yicrouter import routing
 from yicrouter.config import PeerSettings
 from yicrouter.db import open_database
-from yicrouter.peer_dialect import (
+from yicrouter.dialect import (
     MAX_SPLIT_DEPTH,
     PeerRequest,
     RetrieveNotTranslatable,

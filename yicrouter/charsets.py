@@ -20,6 +20,7 @@ and `=` (PS3.5 6.2.1.2).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from copy import deepcopy
 from typing import Final
@@ -31,6 +32,9 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from yicrouter.config import PeerSettings
+from yicrouter.logs import get_logger
+
+log = get_logger(__name__)
 
 SPECIFIC_CHARACTER_SET_TAG: Final = Tag("SpecificCharacterSet")
 # The VRs whose values (0008,0005) applies to (PS3.5 6.1.2.3).
@@ -46,6 +50,10 @@ _MULTI_BYTE_ISO_2022_TERMS: Final = frozenset(
 # (0008,0005), so a value it has already decoded can be turned back into
 # the original bytes.
 _PYDICOM_DEFAULT_CODEC: Final = "latin_1"
+
+# Peers already warned about non-ASCII matches without (0008,0005).
+_warned_peers: set[str] = set()
+_warned_lock = threading.Lock()
 
 
 def charset_terms(value: object) -> list[str]:
@@ -133,7 +141,7 @@ def _fit_keys(dataset: Dataset, codecs: list[str]) -> bool:
 def decode_match(peer: PeerSettings, match: Dataset) -> Dataset:
     """Return `match` with every text value decoded, using the declared or default charset.
 
-    The result holds plain str values only, so that nothing of the peer's
+    The result contains plain str values only, so that nothing of the peer's
     original bytes is written back when the response is encoded. Its
     (0008,0005) names the character set the peer's bytes were read with.
     """
@@ -143,7 +151,32 @@ def decode_match(peer: PeerSettings, match: Dataset) -> Dataset:
     # already accessed as Latin-1, so such values are read again with `terms`.
     decoded = _decode_dataset(match, terms, redecode=not declared)
     _set_charset(decoded, terms)
+    if not declared and not terms and _has_non_ascii(decoded):
+        _warn_undeclared(peer)
     return decoded
+
+
+def _has_non_ascii(dataset: Dataset) -> bool:
+    for element in dataset:
+        if element.VR == "SQ":
+            if any(_has_non_ascii(item) for item in element.value or []):
+                return True
+        elif element.VR in CHARSET_VRS and not element.is_empty and not _joined_text(element).isascii():
+            return True
+    return False
+
+
+def _warn_undeclared(peer: PeerSettings) -> None:
+    """Log once per peer that it sent non-ASCII bytes without (0008,0005)."""
+    with _warned_lock:
+        if peer.name in _warned_peers:
+            return
+        _warned_peers.add(peer.name)
+    log.warning(
+        "peer_charset_undeclared", peer=peer.name, peer_ae_title=peer.ae_title,
+        reason="a match has non-ASCII text but no Specific Character Set (0008,0005), so it was read as Latin-1",
+        fix="set default_charset for this peer to the character set it stores",
+    )
 
 
 def _decode_dataset(source: Dataset, terms: list[str], *, redecode: bool) -> Dataset:

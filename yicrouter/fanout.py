@@ -1,6 +1,6 @@
 """C-FIND fan-out: each peer's plan runs at once, matches merged as they arrive.
 
-Each peer runs its PeerPlan (yicrouter.peer_dialect) in its own thread, on
+Each peer runs its PeerPlan (yicrouter.dialect) in its own thread, on
 one association, with its own deadline. A peer that is down, rejects the
 association, aborts or misses its deadline is reported in
 `FanoutResult.failed_peers`; the other peers' matches still flow.
@@ -18,8 +18,8 @@ from pydicom.dataset import Dataset
 
 from yicrouter.config import PeerSettings
 from yicrouter.logs import get_logger
-from yicrouter.peer_client import FindOutcome, PeerFind
-from yicrouter.peer_dialect import PeerPlan
+from yicrouter.peer_find import FindOutcome, PeerFind
+from yicrouter.dialect import PeerPlan
 
 log = get_logger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from yicrouter.config import PeerSettings, WorkstationSettings
-from yicrouter.peer_client import MoveOutcome, MoveProgress
+from yicrouter.peer_move import MoveOutcome, MoveProgress
 from yicrouter.query import Query
 
 

@@ -47,16 +47,9 @@ from pynetdicom.presentation import PresentationContext
 from yicrouter import status
 from yicrouter.config import PeerSettings
 from yicrouter.logs import get_logger
-from yicrouter.peer_client import (
-    MoveOutcome,
-    MoveProgress,
-    PeerCall,
-    PeerFind,
-    PeerMove,
-    handle_retrieve_response,
-)
+from yicrouter.peer_find import PeerFind
+from yicrouter.peer_move import MoveOutcome, MoveProgress, PeerMove, PeerRetrieve
 from yicrouter.query import InformationModel, Query, split_values
-from yicrouter.reactor import pause_reactor
 
 log = get_logger(__name__)
 
@@ -164,7 +157,7 @@ class _Progress:
         return MoveProgress(max(self._total - completed - failed - warning, 0), completed, failed, warning)
 
 
-class PeerGet(PeerCall):
+class PeerGet(PeerRetrieve):
     """A C-GET at one peer; `unsupported` is the reason the peer can't serve it, or None."""
 
     def __init__(
@@ -183,6 +176,10 @@ class PeerGet(PeerCall):
         message_id: int,
         on_progress: Callable[[MoveProgress], None],
     ) -> MoveOutcome:
+        # The listing C-FINDs use the identifier as this peer gets it, with
+        # any parent UIDs and model translation that retrieve_request added.
+        level = str(identifier.get("QueryRetrieveLevel", self._query.level))
+        self._query = Query(model, level, identifier, self._query.relational)
         contents = self._contents()
         groups = _split(contents.sop_classes, contents.listed)
         outcome = MoveOutcome()
@@ -318,17 +315,15 @@ class PeerGet(PeerCall):
         progress: _Progress,
     ) -> bool:
         """Send one C-GET and handle its responses; return False when it was cancelled or failed."""
-        pause_reactor(assoc)
-        responses = self._send_cancellable(
+        step = MoveOutcome()
+        sent = self._send_retrieve(
             assoc, model.get_sop_class, message_id,
             lambda: assoc.send_c_get(identifier, model.get_sop_class, msg_id=message_id),
+            step, progress.update,
         )
-        if responses is None:
+        if not sent:
             outcome.final_status = status.CANCEL
             return False
-        step = MoveOutcome()
-        for rsp, rsp_identifier in responses:
-            handle_retrieve_response(rsp, rsp_identifier, step, progress.update)
         progress.update(step.progress)
         outcome.progress = progress.total()
         outcome.failed_uids.extend(step.failed_uids)
@@ -434,7 +429,7 @@ class PeerGetOrMove:
         self._on_store = on_store
         self._query = query
         self._lock = threading.Lock()
-        self._current: PeerCall | None = None
+        self._current: PeerRetrieve | None = None
         self._cancelled = False
         self._aborted = False
 
@@ -456,7 +451,7 @@ class PeerGetOrMove:
         self._start(move)
         return move.run(model, identifier, message_id, on_progress)
 
-    def _start(self, call: PeerCall) -> None:
+    def _start(self, call: PeerRetrieve) -> None:
         """Make `call` the current one, passing on a cancel or abort that came first."""
         with self._lock:
             self._current = call
@@ -467,15 +462,18 @@ class PeerGetOrMove:
             call.abort()
 
     def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            call = self._current
+        call = self._record(cancel=True)
         if call is not None:
             call.cancel()
 
     def abort(self) -> None:
-        with self._lock:
-            self._aborted = True
-            call = self._current
+        call = self._record(abort=True)
         if call is not None:
             call.abort()
+
+    def _record(self, cancel: bool = False, abort: bool = False) -> PeerRetrieve | None:
+        """Record a cancel or abort for the calls still to start, and return the current call."""
+        with self._lock:
+            self._cancelled = self._cancelled or cancel
+            self._aborted = self._aborted or abort
+            return self._current

@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from yicrouter import peer_dialect, status
 from pydicom.dataset import Dataset
 
+from yicrouter import dialect, status
 from yicrouter.config import PeerSettings
 from yicrouter.forwarder import ForwardResult
 from yicrouter.logs import get_logger
 from yicrouter.moves import MoveJob, PeerFinished, ReceivedInstance
-from yicrouter.peer_client import MoveOutcome, MoveProgress
+from yicrouter.peer_move import MoveOutcome, MoveProgress
 from yicrouter.query import InformationModel
 from yicrouter.queue_book import QueueBook
 
@@ -260,8 +260,8 @@ class MoveRelay:
     def _run_call(self, call: RetrieveCall, peer: PeerSettings) -> MoveOutcome:
         """Run the retrieve at one peer, in the form that this peer accepts."""
         try:
-            model, identifier = peer_dialect.retrieve_request(peer, self.job.query)
-        except peer_dialect.RetrieveNotTranslatable as exc:
+            model, identifier = dialect.retrieve_request(peer, self.job.query)
+        except dialect.RetrieveNotTranslatable as exc:
             return MoveOutcome(error=str(exc))
         return call.run(model, identifier, self.job.upstream_message_id, self._on_progress)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import peewee
 
@@ -122,6 +123,13 @@ def enqueue(
         "lease_expires_at": now + timedelta(seconds=lease_seconds),
         "next_attempt_at": now, "updated_at": now,
     }
+    return _insert_or_replace(sop_instance_uid, destination, path, now, fields)
+
+
+def _insert_or_replace(
+    sop_instance_uid: str, destination: str, path: str, now: datetime, fields: dict[str, Any]
+) -> tuple[int, str | None]:
+    """Insert the live row of an instance and destination, or update the one that exists."""
     # Each statement commits on its own. A transaction that reads before it
     # writes can fail at once with "database is locked" in SQLite's WAL mode,
     # without waiting for busy_timeout, so the insert comes first.

@@ -470,17 +470,8 @@ class SamplePacs:
         destination's status. pynetdicom then counts the sub-operations and
         sends the Pending and final responses as usual.
         """
-        target = self._ae.associate(
-            address[0], address[1], ae_title=destination_ae, contexts=contexts
-        )
-        if not target.is_established:
-            LOGGER.debug(
-                "C-MOVE from %s failed with 0xA801: association with %s at %s:%d failed",
-                _requester(event),
-                destination_ae,
-                address[0],
-                address[1],
-            )
+        target = self._associate_destination(event, destination_ae, address, contexts)
+        if target is None:
             yield None, None  # pynetdicom sends the same 0xA801 when it can't associate
             return
 
@@ -494,6 +485,28 @@ class SamplePacs:
         finally:
             relay.shutdown()
             target.release()
+
+    def _associate_destination(
+        self,
+        event: Event,
+        destination_ae: str,
+        address: tuple[str, int],
+        contexts: list[PresentationContext],
+    ) -> Association | None:
+        """Return an association with the Move Destination, or None when it failed."""
+        target = self._ae.associate(
+            address[0], address[1], ae_title=destination_ae, contexts=contexts
+        )
+        if not target.is_established:
+            LOGGER.debug(
+                "C-MOVE from %s failed with 0xA801: association with %s at %s:%d failed",
+                _requester(event),
+                destination_ae,
+                address[0],
+                address[1],
+            )
+            return None
+        return target
 
     def _handle_get(self, event: Event) -> Iterator[SubOperationYield]:
         levels = GET_MODELS[event.context.abstract_syntax]

@@ -23,7 +23,7 @@ from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from yicrouter.scp.common import RouterServices
@@ -40,7 +40,14 @@ class RouterAssociation(Association):
     router_services: RouterServices
     router_association_id: str
 
+    # Message IDs of C-FIND requests whose C-CANCEL was filed before pynetdicom
+    # started to serve them; see _serve_find.
+    early_find_cancels: set[int]
+
     def _serve_request(self, msg: Any, context_id: int) -> None:
+        if isinstance(msg, C_FIND) and msg.is_valid_request:
+            self._serve_find(msg, context_id)
+            return
         if not (isinstance(msg, (C_MOVE, C_GET)) and msg.is_valid_request and context_id in self._accepted_cx):
             super()._serve_request(msg, context_id)
             return
@@ -64,6 +71,23 @@ class RouterAssociation(Association):
             self.dimse.cancel_req = {}
 
 
+    def _serve_find(self, msg: C_FIND, context_id: int) -> None:
+        """Serve a C-FIND through pynetdicom, keeping a C-CANCEL that came first.
+
+        The DUL thread files a C-CANCEL at once but queues requests, so a
+        cancel sent just after its request can be filed before the request
+        is served. pynetdicom 3.0.4 then clears it, and the C-FIND would run
+        to the end, so the router notes it here for the C-FIND handler.
+        """
+        message_id = int(msg.MessageID or 0)
+        if message_id in self.dimse.cancel_req:
+            self.early_find_cancels.add(message_id)
+        try:
+            super()._serve_request(msg, context_id)
+        finally:
+            self.early_find_cancels.discard(message_id)
+
+
 class RouterRequestHandler(RequestHandler):
     """Creates a RouterAssociation for each accepted connection."""
 
@@ -85,6 +109,7 @@ class RouterRequestHandler(RequestHandler):
         assoc.__class__ = RouterAssociation
         assoc.router_services = self.server.router_services  # type: ignore[attr-defined]
         assoc.router_association_id = f"a{next(_association_ids)}"  # type: ignore[attr-defined]
+        assoc.early_find_cancels = set()  # type: ignore[attr-defined]
         return assoc
 
 

@@ -50,3 +50,11 @@ def status_with_comment(code: int, comment: str) -> Dataset:
     ds.Status = code
     ds.ErrorComment = comment[:64]
     return ds
+
+
+def cancelled_before_served(assoc: Any, message_id: int) -> bool:
+    """Return True when a C-CANCEL for this C-FIND was filed before it was served.
+
+    RouterAssociation records such cancels, because pynetdicom 3.0.4 clears them.
+    """
+    return message_id in getattr(assoc, "early_find_cancels", set())

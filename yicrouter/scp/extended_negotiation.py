@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from yicrouter.peer_client import accepts_combined_datetime
+from yicrouter.peer_find import accepts_combined_datetime
 from yicrouter.query import InformationModel
 
 # Index of the relational-queries or relational-retrieval byte in the

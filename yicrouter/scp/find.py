@@ -10,7 +10,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from yicrouter import charsets, matching, peer_dialect, routing, status
+from yicrouter import charsets, dialect, matching, routing, status
 from yicrouter.fanout import Fanout
 from yicrouter.logs import get_logger
 from yicrouter.matching import MatchRules
@@ -22,7 +22,7 @@ from yicrouter.query import (
     parse_find,
     split_values,
 )
-from yicrouter.scp.common import RouterServices, association_log_context, status_with_comment
+from yicrouter.scp.common import cancelled_before_served, RouterServices, association_log_context, status_with_comment
 from yicrouter.scp.events import connection_closed
 from yicrouter.scp.extended_negotiation import negotiated_combined_datetime, negotiated_relational
 
@@ -137,7 +137,7 @@ def _relay_matches(
     rules = _match_rules(event, services)
     identifier = upstream_identifier(query)
     plans = {
-        peer.name: peer_dialect.plan_find(peer, query, identifier, rules.combined_datetime)
+        peer.name: dialect.plan_find(peer, query, identifier, rules.combined_datetime)
         for peer in services.config.peers
     }
     request_charset = query.key_values("SpecificCharacterSet")
@@ -146,8 +146,12 @@ def _relay_matches(
     sightings: list[routing.Sighting] = []
     tally = _FindTally()
 
+    message_id = int(event.request.MessageID or 0)
+
     def stop_requested() -> bool:
-        return bool(event.is_cancelled) or connection_closed(event.assoc)
+        if event.is_cancelled or cancelled_before_served(event.assoc, message_id):
+            return True
+        return connection_closed(event.assoc)
 
     for peer_name, raw in fanout.matches(plans, stop_requested):
         plan = plans[peer_name]
@@ -169,7 +173,7 @@ def _relay_matches(
 
 
 def _checked_match(
-    plan: peer_dialect.PeerPlan,
+    plan: dialect.PeerPlan,
     query: Query,
     raw: Dataset,
     rules: MatchRules,
@@ -181,8 +185,8 @@ def _checked_match(
     match = charsets.decode_match(peer, raw)
     if plan.collapse_to is not None and split_values(match.get("StudyInstanceUID", "")):
         sightings.append(routing.Sighting.from_match(peer.name, "STUDY", match))
-    match = peer_dialect.collapse_match(plan, match)
-    if not peer_dialect.repair_unique_keys(query, match):
+    match = dialect.collapse_match(plan, match)
+    if not dialect.repair_unique_keys(query, match):
         tally.without_unique_key[peer.name] = tally.without_unique_key.get(peer.name, 0) + 1
         return None
     sightings.append(routing.Sighting.from_match(peer.name, query.level, match))
@@ -204,7 +208,7 @@ def _final_status(fanout: Fanout) -> Dataset | int:
     return status.SUCCESS
 
 
-def _log_dropped(tally: _FindTally, plans: dict[str, peer_dialect.PeerPlan], context: dict[str, Any]) -> None:
+def _log_dropped(tally: _FindTally, plans: dict[str, dialect.PeerPlan], context: dict[str, Any]) -> None:
     for peer_name, dropped in sorted(tally.without_unique_key.items()):
         peer = plans[peer_name].peer
         log.warning(

@@ -20,7 +20,6 @@ Start-up deletes the spool folders of C-GETs that a stopped router left.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -31,9 +30,19 @@ from pynetdicom.presentation import PresentationContext
 from yicrouter import status
 from yicrouter.forwarder import ForwardResult
 from yicrouter.logs import get_logger
-from yicrouter.moves import MoveJob, ReceivedInstance
-from yicrouter.scp.common import RouterServices, association_log_context
-from yicrouter.scp.retrieve import GET, RetrieveResponder, check_requester, finish, locate, parse, run_relay
+from yicrouter.moves import ReceivedInstance
+from yicrouter.scp.common import RouterServices
+from yicrouter.scp.retrieve import (
+    GET,
+    RetrieveResponder,
+    check_requester,
+    finish,
+    locate,
+    new_job,
+    parse,
+    run_relay,
+    serve,
+)
 from yicrouter.transcode import Payload, prepare
 
 log = get_logger(__name__)
@@ -100,14 +109,7 @@ class GetSender:
 
 def serve_get(assoc: Any, request: C_GET, context: PresentationContext, services: RouterServices) -> None:
     """Serve one C-GET request; every path ends with exactly one final response."""
-    responder = RetrieveResponder(assoc, request, context, GET)
-    log_context = association_log_context(assoc)
-    started = time.monotonic()
-    try:
-        _serve(responder, services, log_context, started)
-    except Exception:  # the requester must always get a final response
-        log.exception("get_failed_unexpectedly", **log_context)
-        responder.send_failure(status.GET_UNABLE_TO_PROCESS, "internal error")
+    serve(assoc, request, context, services, GET, _serve)
 
 
 def _serve(responder: RetrieveResponder, services: RouterServices, log_context: dict[str, Any],
@@ -122,15 +124,7 @@ def _serve(responder: RetrieveResponder, services: RouterServices, log_context: 
     if not peers:
         return
 
-    job = MoveJob(
-        requester_ae_title=log_context["calling_ae_title"],
-        requester_message_id=int(responder.request.MessageID or 0),
-        destination=requester,
-        query=query,
-        upstream_message_id=services.moves.allocate_message_id(),
-        durable=False,
-    )
-    log_context["move_id"] = job.id
+    job = new_job(responder, services, log_context, requester, query, durable=False)
     sender = GetSender(responder.assoc, log_context)
     result = run_relay(job, peers, responder, sender, services, log_context)
     finish(responder, result, log_context, started)

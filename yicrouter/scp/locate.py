@@ -12,7 +12,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from yicrouter import charsets, peer_dialect, routing
+from yicrouter import charsets, dialect, routing
 from yicrouter.config import PeerSettings
 from yicrouter.fanout import Fanout
 from yicrouter.logs import get_logger
@@ -60,7 +60,7 @@ def _targeted_find(query: Query, services: RouterServices, log_context: dict[str
     """
     router = services.config.router
     identifier = _locator_identifier(query)
-    plans = {peer.name: peer_dialect.plan_find(peer, query, identifier) for peer in services.config.peers}
+    plans = {peer.name: dialect.plan_find(peer, query, identifier) for peer in services.config.peers}
     fanout = Fanout(services.config.peers, router.ae_title, router.max_pdu, log_context)
     sightings = []
     for peer_name, raw in fanout.matches(plans):
@@ -68,8 +68,8 @@ def _targeted_find(query: Query, services: RouterServices, log_context: dict[str
         match = charsets.decode_match(plan.peer, raw)
         if plan.collapse_to is not None:
             sightings.append(routing.Sighting.from_match(peer_name, "STUDY", match))
-        match = peer_dialect.collapse_match(plan, match)
-        if peer_dialect.repair_unique_keys(query, match):
+        match = dialect.collapse_match(plan, match)
+        if dialect.repair_unique_keys(query, match):
             sightings.append(routing.Sighting.from_match(peer_name, query.level, match))
     routing.record(sightings)
     log.info(

@@ -5,7 +5,6 @@ The steps shared with the C-GET SCP are in scp/retrieve.py.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pynetdicom.dimse_primitives import C_MOVE
@@ -14,11 +13,10 @@ from pynetdicom.presentation import PresentationContext
 from yicrouter import status
 from yicrouter.config import WorkstationSettings
 from yicrouter.forwarder import Forwarder
-from yicrouter.logs import get_logger
 from yicrouter.moves import MoveJob
 from yicrouter.query import Query
 from yicrouter.relay import RelayResult
-from yicrouter.scp.common import RouterServices, association_log_context
+from yicrouter.scp.common import RouterServices
 from yicrouter.scp.retrieve import (
     MOVE,
     FinalResponse,
@@ -27,26 +25,19 @@ from yicrouter.scp.retrieve import (
     final_response,
     finish,
     locate,
+    new_job,
     parse,
     reject,
     run_relay,
+    serve,
 )
-
-log = get_logger(__name__)
 
 __all__ = ["FinalResponse", "final_response", "serve_move"]
 
 
 def serve_move(assoc: Any, request: C_MOVE, context: PresentationContext, services: RouterServices) -> None:
     """Serve one C-MOVE request; every path ends with exactly one final response."""
-    responder = RetrieveResponder(assoc, request, context, MOVE)
-    log_context = association_log_context(assoc)
-    started = time.monotonic()
-    try:
-        _serve(responder, services, log_context, started)
-    except Exception:  # the requester must always get a final response
-        log.exception("move_failed_unexpectedly", **log_context)
-        responder.send_failure(status.MOVE_UNABLE_TO_PROCESS, "internal error")
+    serve(assoc, request, context, services, MOVE, _serve)
 
 
 def _serve(responder: RetrieveResponder, services: RouterServices, log_context: dict[str, Any],
@@ -59,14 +50,7 @@ def _serve(responder: RetrieveResponder, services: RouterServices, log_context: 
     if not peers:
         return
 
-    job = MoveJob(
-        requester_ae_title=log_context["calling_ae_title"],
-        requester_message_id=int(responder.request.MessageID or 0),
-        destination=destination,
-        query=query,
-        upstream_message_id=services.moves.allocate_message_id(),
-    )
-    log_context["move_id"] = job.id
+    job = new_job(responder, services, log_context, destination, query)
     result = _relay(job, peers, responder, services, log_context)
     finish(responder, result, log_context, started)
 

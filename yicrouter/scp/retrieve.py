@@ -9,6 +9,7 @@ counts, apart from Move Destination Unknown, which only C-MOVE has.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -22,12 +23,12 @@ from yicrouter import status
 from yicrouter.config import PeerSettings, WorkstationSettings
 from yicrouter.logs import get_logger
 from yicrouter.moves import MoveJob
-from yicrouter.peer_client import PeerMove
 from yicrouter.peer_get import PeerGetOrMove
+from yicrouter.peer_move import PeerMove
 from yicrouter.query import InvalidIdentifier, Query, model_for_sop_class, parse_retrieve
 from yicrouter.queue_book import QueueBook, release_rows
 from yicrouter.relay import InstanceSender, MoveCounts, MoveRelay, RelayResult, RequesterHooks, RetrieveCall
-from yicrouter.scp.common import RouterServices
+from yicrouter.scp.common import RouterServices, association_log_context
 from yicrouter.scp.events import connection_closed
 from yicrouter.scp.extended_negotiation import negotiated_relational
 from yicrouter.scp.locate import Location, locate_peers
@@ -122,6 +123,30 @@ class RetrieveResponder:
         self.send(code, error_comment=comment)
 
 
+# The steps of one retrieve once its responder exists: they get the router's
+# services, the log context and the time.monotonic() value at the start.
+RetrieveSteps = Callable[[RetrieveResponder, RouterServices, dict[str, Any], float], None]
+
+
+def serve(
+    assoc: Any,
+    request: C_MOVE | C_GET,
+    context: PresentationContext,
+    services: RouterServices,
+    service: RetrieveService,
+    steps: RetrieveSteps,
+) -> None:
+    """Run the steps of one C-MOVE or C-GET request, and send a failure if they raise."""
+    responder = RetrieveResponder(assoc, request, context, service)
+    log_context = association_log_context(assoc)
+    started = time.monotonic()
+    try:
+        steps(responder, services, log_context, started)
+    except Exception:  # the requester must always get a final response
+        log.exception(f"{service.name}_failed_unexpectedly", **log_context)
+        responder.send_failure(service.unable_to_process, "internal error")
+
+
 def reject(responder: RetrieveResponder, log_context: dict[str, Any], code: int, reason: str, comment: str) -> None:
     log.warning(f"{responder.service.name}_rejected", **log_context, reason=reason)
     responder.send_failure(code, comment)
@@ -201,6 +226,27 @@ def _uid_context(query: Query) -> dict[str, Any]:
         if values:
             context[name] = values[0] if len(values) == 1 else values
     return context
+
+
+def new_job(
+    responder: RetrieveResponder,
+    services: RouterServices,
+    log_context: dict[str, Any],
+    destination: WorkstationSettings,
+    query: Query,
+    durable: bool = True,
+) -> MoveJob:
+    """Return the job of a checked retrieve, and add its move_id to the log context."""
+    job = MoveJob(
+        requester_ae_title=log_context["calling_ae_title"],
+        requester_message_id=int(responder.request.MessageID or 0),
+        destination=destination,
+        query=query,
+        upstream_message_id=services.moves.allocate_message_id(),
+        durable=durable,
+    )
+    log_context["move_id"] = job.id
+    return job
 
 
 @dataclass(frozen=True)

@@ -77,11 +77,9 @@ def handle_store(event: Any, services: RouterServices) -> int:
     sop_instance_uid = str(request.AffectedSOPInstanceUID or "").strip()
     context = association_log_context(event.assoc) | {"sop_instance_uid": sop_instance_uid}
     temporary = Path(event.dataset_path)
-    if not _enough_space(services, temporary, context):
-        return status.STORE_OUT_OF_RESOURCES
-    keys = _read_keys_or_none(temporary, sop_instance_uid, context)
-    if keys is None:
-        return status.STORE_CANNOT_UNDERSTAND
+    keys = _received_keys(services, temporary, sop_instance_uid, context)
+    if isinstance(keys, int):
+        return keys
 
     job = services.moves.claim(
         context["calling_ae_title"],
@@ -109,11 +107,9 @@ def handle_peer_get_store(event: Any, job: MoveJob, services: RouterServices) ->
         "peer_ae_title": peer.ae_title if peer else None, "sop_instance_uid": sop_instance_uid,
     }
     temporary = Path(event.dataset_path)
-    if not _enough_space(services, temporary, context):
-        return status.STORE_OUT_OF_RESOURCES
-    keys = _read_keys_or_none(temporary, sop_instance_uid, context)
-    if keys is None:
-        return status.STORE_CANNOT_UNDERSTAND
+    keys = _received_keys(services, temporary, sop_instance_uid, context)
+    if isinstance(keys, int):
+        return keys
     if not job.accepting or not job.covers(keys):
         temporary.unlink(missing_ok=True)
         log.warning("store_unsolicited", **context, study_instance_uid=keys.study_uid,
@@ -121,6 +117,18 @@ def handle_peer_get_store(event: Any, job: MoveJob, services: RouterServices) ->
         return status.STORE_REFUSED_NOT_AUTHORIZED
     job.received_uids.add(sop_instance_uid)
     return _accept(event, temporary, job, services, context)
+
+
+def _received_keys(
+    services: RouterServices, temporary: Path, sop_instance_uid: str, context: dict[str, Any]
+) -> InstanceKeys | int:
+    """Return the keys of a received instance, or the C-STORE failure status when it can't be kept."""
+    if not _enough_space(services, temporary, context):
+        return status.STORE_OUT_OF_RESOURCES
+    keys = _read_keys_or_none(temporary, sop_instance_uid, context)
+    if keys is None:
+        return status.STORE_CANNOT_UNDERSTAND
+    return keys
 
 
 def _read_keys_or_none(temporary: Path, sop_instance_uid: str, context: dict[str, Any]) -> InstanceKeys | None:
