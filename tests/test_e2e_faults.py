@@ -37,6 +37,7 @@ from harness.dcmtk import (
     echo_succeeds,
     run_echoscu,
     run_findscu,
+    run_getscu,
     run_movescu,
     run_storescu,
 )
@@ -498,6 +499,15 @@ def test_demo_find_and_move(tmp_path: Path, demo: tuple[LoggedProcess, DicomNode
         assert moved.final_status == status.SUCCESS, moved.describe()
         workstation.wait_for_files(len(expected))
         assert sorted(workstation.received_datasets()) == expected
+
+    # The demo also prints a C-GET command line, as many viewers retrieve that way.
+    fetched = run_getscu(
+        router_node, tmp_path / "getscu", {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": moved_uid},
+        calling_ae="DEMOWS", timeout=30.0,
+    )  # fmt: skip
+    assert fetched.final_status == status.SUCCESS, fetched.describe()
+    fetched_uids = sorted(str(dcmread(path).SOPInstanceUID) for path in (tmp_path / "getscu").iterdir())
+    assert fetched_uids == expected
 
 
 def test_demo_exits_zero_on_sigint(demo: tuple[LoggedProcess, DicomNode, int]) -> None:

@@ -90,11 +90,17 @@ Retrieve a study; movescu runs the Move Destination itself and writes to ./recei
       --store --store-port {workstation_port} -od received -S \\
       -k QueryRetrieveLevel=STUDY -k StudyInstanceUID={study_uid}
 
+Or retrieve it with C-GET, on the same association, as many viewers do:
+  {python} -m pynetdicom getscu {LOOPBACK} {port} {common} -od received -S \\
+      -k QueryRetrieveLevel=STUDY -k StudyInstanceUID={study_uid}
+
 With DCMTK instead, first start a Move Destination that writes to ./received, in another terminal:
   mkdir -p received && /usr/bin/storescp -aet {WORKSTATION_AE_TITLE} -od received +xa {workstation_port}
   /usr/bin/findscu {common} -S -k QueryRetrieveLevel=STUDY -k StudyInstanceUID= -k PatientName= {LOOPBACK} {port}
   /usr/bin/movescu {common} -aem {WORKSTATION_AE_TITLE} -S -k QueryRetrieveLevel=STUDY \\
       -k StudyInstanceUID={study_uid} {LOOPBACK} {port}
+  /usr/bin/getscu {common} -S -k QueryRetrieveLevel=STUDY -k StudyInstanceUID={study_uid} \\
+      -od received {LOOPBACK} {port}
 
 Press Ctrl-C to stop.
 """
