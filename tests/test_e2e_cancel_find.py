@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +57,15 @@ def _associate(region: QuirkRegion):  # type: ignore[no-untyped-def]
     return assoc
 
 
+def _logged_dict(line: str, key: str) -> dict[str, int]:
+    """Return the dict logged as `key=...` in one key=value log line."""
+    found = re.search(key + r"=(\{[^}]*\})", line)
+    assert found is not None, f"{key} not in {line!r}"
+    value = ast.literal_eval(found.group(1))
+    assert isinstance(value, dict)
+    return value
+
+
 def _peer_associations(region: QuirkRegion, name: str) -> int:
     return len(region.peers[name]._ae.active_associations)
 
@@ -83,7 +94,11 @@ def test_cancel_during_large_fanout(start: Callable[..., QuirkRegion]) -> None:
     wait_for(lambda: region.peers["slow"].find_cancels == 1, timeout=5.0,
              message=lambda: f"slow saw {region.peers['slow'].find_cancels} cancels")
     wait_for(lambda: _peer_associations(region, "flood") + _peer_associations(region, "slow") == 0, timeout=5.0)
-    region.router.wait_for_log(r"find_completed[^\n]*cancelled=True")
+    completed = region.router.wait_for_log(r"[^\n]*find_completed[^\n]*cancelled=True[^\n]*").group(0)
+    # Every peer's count is logged, although both were still running at the C-CANCEL.
+    assert _logged_dict(completed, "requests_by_peer") == {"flood": 1, "slow": 1}
+    assert _logged_dict(completed, "matches_by_peer") == {"flood": statuses.count(status.PENDING)}
+    assert "unfinished_peers=[]" in completed
 
 
 def test_cancel_one_ms_after_request(start: Callable[..., QuirkRegion]) -> None:

@@ -207,6 +207,18 @@ def test_patient_root_without_patient_id_fails(
         assert trust.requests_seen("Find") == seen_before[trust.name], f"{trust.name} was queried"
 
 
+@pytest.mark.parametrize("study_date", ["2024-01-15", "20241345"])
+def test_invalid_date_fails(region: Region, router: RouterProcess, study_date: str) -> None:
+    keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": None, "StudyDate": study_date}
+    seen_before = {trust.name: trust.requests_seen("Find") for trust in region.trusts}
+
+    result = run_findscu(router.node, keys, calling_ae="WS1")
+
+    assert result.final_status == status.FIND_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, result.describe()
+    for trust in region.trusts:
+        assert trust.requests_seen("Find") == seen_before[trust.name], f"{trust.name} was queried"
+
+
 # --- unavailable peers --------------------------------------------------------
 
 

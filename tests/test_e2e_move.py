@@ -159,6 +159,17 @@ def test_move_without_query_level(region: Region, router: RouterProcess, tmp_pat
     assert result.final_status == status.MOVE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, result.describe()
 
 
+def test_move_patient_id_wildcard_fails(region: Region, router: RouterProcess) -> None:
+    keys = {"QueryRetrieveLevel": "PATIENT", "PatientID": "P*"}
+    seen_before = {trust.name: trust.requests_seen("Move") for trust in region.trusts}
+
+    result = run_movescu(router.node, "WS1", keys, model="patient", calling_ae="WS1")
+
+    assert result.final_status == status.MOVE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, result.describe()
+    for trust in region.trusts:
+        assert trust.requests_seen("Move") == seen_before[trust.name], f"{trust.name} was asked"
+
+
 def test_concurrent_moves_stay_separate(
     region: Region, router: RouterProcess, ws1: StoreSCP, ws2: StoreSCP
 ) -> None:

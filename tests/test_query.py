@@ -162,3 +162,27 @@ def test_relational_retrieve_still_needs_unique_key() -> None:
 def test_hierarchical_retrieve_rejects_missing_parents() -> None:
     with pytest.raises(InvalidIdentifier, match="must hold exactly one value"):
         parse_retrieve(InformationModel.STUDY_ROOT, identifier(QueryRetrieveLevel="IMAGE", SOPInstanceUID=SOP_INSTANCE_UID))
+
+
+@pytest.mark.parametrize("value", ["20240115", "-20240115", "20240101-", "20240101-20240131", "*", ""])
+def test_date_forms_accepted(value: str) -> None:
+    query = parse_find(InformationModel.STUDY_ROOT, identifier(QueryRetrieveLevel="STUDY", StudyDate=value))
+    assert query.level == "STUDY"
+
+
+@pytest.mark.parametrize("value", ["2024-01-15", "20241345", "20240230", "-", "20240101-20240131-20240201", "2024"])
+def test_invalid_date_rejected(value: str) -> None:
+    with pytest.raises(InvalidIdentifier, match="StudyDate"):
+        parse_find(InformationModel.STUDY_ROOT, identifier(QueryRetrieveLevel="STUDY", StudyDate=value))
+
+
+def test_parent_patient_id_wildcard_rejected() -> None:
+    keys = identifier(QueryRetrieveLevel="STUDY", PatientID="PB*", StudyInstanceUID="")
+    with pytest.raises(InvalidIdentifier, match="PatientID"):
+        parse_find(InformationModel.PATIENT_ROOT, keys)
+
+
+def test_retrieve_patient_id_wildcard_rejected() -> None:
+    keys = identifier(QueryRetrieveLevel="PATIENT", PatientID="PM*")
+    with pytest.raises(InvalidIdentifier, match="wildcards"):
+        parse_retrieve(InformationModel.PATIENT_ROOT, keys)

@@ -28,7 +28,7 @@ from yicrouter.logs import get_logger
 from yicrouter.moves import GET_SPOOL_PREFIX, MoveRegistry
 from yicrouter.net import TUNING_HANDLERS
 from yicrouter.query import InformationModel
-from yicrouter import retry_queue
+from yicrouter import retry_queue, thread_errors
 from yicrouter.delivery import DeliveryJob, DeliverySettings
 from yicrouter.retry_queue import QueueEntry, RetryPolicy
 from yicrouter.routing import Location
@@ -140,6 +140,7 @@ class Router:
         )
         pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
         pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+        thread_errors.install()
         try:
             self._prepare_state_dir()
             self._server = self._listen()

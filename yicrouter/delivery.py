@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,8 @@ class DestinationRun:
     delivered: int = 0
     failed: int = 0
     dead: int = 0
+    # Why the destination's association failed, or None when it was established.
+    unreachable: str | None = None
 
 
 class DeliveryJob:
@@ -52,6 +56,11 @@ class DeliveryJob:
         self._node = f"{socket.gethostname()}:{os.getpid()}"
         self._runs = itertools.count(1)
         self._scheduler: BackgroundScheduler | None = None
+        # Destinations whose association failed, with the monotonic time
+        # before which no run contacts them, and their consecutive failures.
+        self._paused_until: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._rng = random.Random()
 
     def start(self) -> None:
         scheduler = BackgroundScheduler(daemon=True)
@@ -73,6 +82,8 @@ class DeliveryJob:
             log.error("queue_read_failed", error=str(exc))
             return
         for destination in destinations:
+            if self._paused_until.get(destination, 0.0) > time.monotonic():
+                continue
             try:
                 self._deliver_to(destination)
             except peewee.PeeweeException as exc:
@@ -96,6 +107,24 @@ class DeliveryJob:
             self._send(workstation, entries, book, outcome, log_context)
         log.info("queue_delivery", **log_context, delivered=outcome.delivered,
                  failed=outcome.failed, dead_letters=outcome.dead)
+        self._update_pause(destination, outcome)
+
+    def _update_pause(self, destination: str, outcome: DestinationRun) -> None:
+        """Pause a destination whose association failed, so that each run does not try it again.
+
+        Without the pause, a backlog larger than batch_size would open a new
+        association attempt on every run, although each row backs off on its own.
+        """
+        if outcome.unreachable is None:
+            self._failures.pop(destination, None)
+            self._paused_until.pop(destination, None)
+            return
+        failures = self._failures.get(destination, 0) + 1
+        self._failures[destination] = failures
+        delay = self._policy.delay(failures, self._rng)
+        self._paused_until[destination] = time.monotonic() + delay
+        log.warning("destination_paused", destination_ae_title=destination, seconds=round(delay, 1),
+                    consecutive_failures=failures, reason=outcome.unreachable)
 
     def _send(self, workstation: WorkstationSettings, entries: list[retry_queue.QueueEntry],
               book: QueueBook, outcome: DestinationRun, log_context: dict[str, object]) -> None:
@@ -114,6 +143,7 @@ class DeliveryJob:
                     book.delivered(instance)
                     outcome.delivered += 1
         finally:
+            outcome.unreachable = forwarder.unreachable_reason
             forwarder.close()
 
     def _record(self, book: QueueBook, instance: ReceivedInstance, reason: str, outcome: DestinationRun) -> None:

@@ -25,16 +25,28 @@ log = get_logger(__name__)
 
 # Seconds between checks for C-CANCEL while no peer has anything to send.
 _CANCEL_POLL_INTERVAL = 0.1
+# Seconds that the fan-out waits, after a C-CANCEL, for the cancelled peers'
+# calls to end, so that their request counts can be reported. A peer that
+# honours the C-CANCEL is expected to end well within it, and the value
+# bounds the delay of the final Cancel response when a peer ignores it.
+_CANCEL_SETTLE_SECONDS = 0.5
 
 
 @dataclass
 class FanoutResult:
     peers_asked: list[str] = field(default_factory=list)
     failed_peers: dict[str, str] = field(default_factory=dict)
+    # Matches handed on to the consumer, by peer. Matches that arrive after a
+    # C-CANCEL or after a peer's deadline are discarded and not counted.
     matches_by_peer: dict[str, int] = field(default_factory=dict)
     # Peers whose reply may have been cut off at max_matches and could not be split.
     truncated_peers: list[str] = field(default_factory=list)
+    # C-FIND requests sent, by peer, including peers that were cancelled or
+    # missed their deadline once their call has ended.
     requests_by_peer: dict[str, int] = field(default_factory=dict)
+    # Peers whose call had not ended when the fan-out returned, so their
+    # request counts are unknown and missing from requests_by_peer.
+    unfinished_peers: list[str] = field(default_factory=list)
     # STUDY matches whose derivable keys were derived from their series, by peer (see PeerPlan.derive_keys).
     derived_by_peer: dict[str, int] = field(default_factory=dict)
     # STUDY matches whose derivation query failed, by peer.
@@ -78,6 +90,7 @@ class Fanout:
             self._start(name, call, plans[name], inbox)
 
         pending = set(calls)
+        unreported = set(calls)
         try:
             while pending:
                 if is_cancelled():
@@ -92,7 +105,7 @@ class Fanout:
                 except queue.Empty:
                     continue
                 if isinstance(item, _Done):
-                    self._finish(item, pending)
+                    self._finish(item, pending, unreported)
                 elif item[0] in pending:
                     self.result.matches_by_peer[item[0]] = self.result.matches_by_peer.get(item[0], 0) + 1
                     yield item
@@ -101,6 +114,11 @@ class Fanout:
             # aborts; the peers still running must not run on unattended.
             for name in pending:
                 calls[name].abort()
+            # Peers aborted here were stopped by the router, so a late report
+            # from them only adds its counts and is not logged as a failure.
+            pending.clear()
+            settle = _CANCEL_SETTLE_SECONDS if self.result.cancelled else 0.0
+            self._settle(inbox, pending, unreported, settle)
 
     def _start(
         self,
@@ -119,19 +137,42 @@ class Fanout:
 
         threading.Thread(target=work, name=f"find-{name}", daemon=True).start()
 
-    def _finish(self, done: _Done, pending: set[str]) -> None:
-        if done.peer not in pending:
-            return
-        pending.discard(done.peer)
+    def _finish(self, done: _Done, pending: set[str], unreported: set[str]) -> None:
+        """Record a peer's counts and, unless it was already cancelled or expired, its failure."""
+        unreported.discard(done.peer)
         self.result.requests_by_peer[done.peer] = done.outcome.requests
         if done.outcome.derived:
             self.result.derived_by_peer[done.peer] = done.outcome.derived
         if done.outcome.derive_failed:
             self.result.derive_failed_by_peer[done.peer] = done.outcome.derive_failed
+        if done.peer not in pending:
+            return
+        pending.discard(done.peer)
         if done.outcome.error:
             self._fail(done.peer, done.outcome.error)
         elif done.outcome.truncated:
             self._report_truncated(done.peer)
+
+    def _settle(
+        self,
+        inbox: "queue.Queue[tuple[str, Dataset] | _Done]",
+        pending: set[str],
+        unreported: set[str],
+        timeout: float,
+    ) -> None:
+        """Collect the counts of calls that ended, waiting up to `timeout` seconds for the rest.
+
+        Matches still in the inbox are discarded.
+        """
+        settle_by = time.monotonic() + timeout
+        while unreported:
+            try:
+                item = inbox.get(timeout=max(0.0, settle_by - time.monotonic()))
+            except queue.Empty:
+                break
+            if isinstance(item, _Done):
+                self._finish(item, pending, unreported)
+        self.result.unfinished_peers = sorted(unreported)
 
     def _expire(self, calls: dict[str, PeerFind], pending: set[str], deadlines: dict[str, float]) -> None:
         now = time.monotonic()

@@ -98,6 +98,11 @@ class Forwarder:
             return ForwardResult(status.STORE_OUT_OF_RESOURCES, "no C-STORE response from destination")
         return result
 
+    @property
+    def unreachable_reason(self) -> str | None:
+        """Why the destination's association failed, or None while it has not failed."""
+        return self._unreachable
+
     def close(self) -> None:
         self._drop_association(abort=False)
 

@@ -27,6 +27,14 @@ from yicrouter.query import Query
 # Prefix of the spool folders of jobs whose instances have no retry-queue rows.
 GET_SPOOL_PREFIX = "get-"
 
+# States of a MoveJob. A FINISHED job takes no new C-STOREs, and a C-STORE
+# that was in progress when it closed goes to the retry queue for the
+# delivery job. A CANCELLED job refuses even those (PS3.4 C.4.2.3: no
+# C-STORE sub-operation may follow a C-CANCEL).
+OPEN = "open"
+FINISHED = "finished"
+CANCELLED = "cancelled"
+
 
 @dataclass(frozen=True)
 class InstanceKeys:
@@ -76,8 +84,55 @@ class MoveJob:
     # association, which is gone by then, so its instances get no rows and
     # a failed sub-operation stays failed.
     durable: bool = True
-    # Cleared when the retrieve has ended; later instances are refused.
-    accepting: bool = True
+    # OPEN while the relay takes instances; FINISHED or CANCELLED once closed.
+    state: str = OPEN
+    # C-STOREs matched to this job whose handler has not yet put the instance
+    # in the inbox or refused it.
+    stores_in_progress: int = 0
+    # Instances put in the inbox: each one is the relay's to count.
+    handed_over: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def accepting(self) -> bool:
+        return self.state == OPEN
+
+    def begin_store(self) -> bool:
+        """Count a C-STORE for this job as in progress; return False once the job is closed."""
+        with self._lock:
+            if self.state != OPEN:
+                return False
+            self.stores_in_progress += 1
+            return True
+
+    def hand_over(self, instance: ReceivedInstance) -> str:
+        """End a C-STORE begun with begin_store() and return the job's state.
+
+        While the job is OPEN the instance goes into the inbox. Otherwise the
+        caller owns the instance: the relay has counted it when it closed the
+        job (see close()).
+        """
+        with self._lock:
+            self.stores_in_progress -= 1
+            if self.state == OPEN:
+                self.inbox.put(instance)
+                self.handed_over += 1
+            return self.state
+
+    def abandon_store(self) -> None:
+        """End a C-STORE begun with begin_store() that was refused before its hand-over."""
+        with self._lock:
+            self.stores_in_progress -= 1
+
+    def close(self, cancelled: bool) -> int:
+        """Take no more instances, and return the C-STOREs still in progress.
+
+        After this returns the inbox gets nothing new, and handed_over is final.
+        """
+        with self._lock:
+            if self.state == OPEN:
+                self.state = CANCELLED if cancelled else FINISHED
+            return self.stores_in_progress
 
     @property
     def queue_owner(self) -> str:
@@ -149,13 +204,19 @@ class MoveRegistry:
         originator_message_id: int | None,
         keys: InstanceKeys,
     ) -> MoveJob | None:
-        """Return the move that an incoming instance belongs to, and mark it received."""
+        """Return the open move that an incoming instance belongs to, with its C-STORE begun.
+
+        The caller ends the C-STORE with job.hand_over() or job.abandon_store().
+        Returns None when no open move expects the instance, including when its
+        Move Originator fields name a move that has closed.
+        """
         with self._lock:
             job = self._by_originator(originator_ae_title, originator_message_id, keys)
-            if job is None:
+            if job is None and not self._names_ended_move(originator_ae_title, originator_message_id):
                 job = self._by_fallback(calling_ae_title.strip(), keys)
-            if job is not None:
-                job.received_uids.add(keys.sop_instance_uid)
+            if job is None or not job.begin_store():
+                return None
+            job.received_uids.add(keys.sop_instance_uid)
             return job
 
     def _by_originator(
@@ -170,10 +231,20 @@ class MoveRegistry:
             return job
         return None
 
+    def _names_ended_move(self, originator_ae_title: str | None, message_id: int | None) -> bool:
+        """Return True when the Move Originator fields name a move of this router that is gone.
+
+        Such an instance belongs to that move, so the fallback must not hand
+        it to a later move of the same study.
+        """
+        if not originator_ae_title or message_id is None:
+            return False
+        return originator_ae_title.strip() == self._router_ae_title and int(message_id) not in self._jobs
+
     def _by_fallback(self, calling_ae_title: str, keys: InstanceKeys) -> MoveJob | None:
         candidates = [
             job for job in self._jobs.values()
-            if job.covers(keys) and keys.sop_instance_uid not in job.received_uids
+            if job.accepting and job.covers(keys) and keys.sop_instance_uid not in job.received_uids
         ]
         from_peer = [j for j in candidates if j.peer is not None and j.peer.ae_title == calling_ae_title]
         pool = from_peer or candidates

@@ -9,6 +9,7 @@ checks that turn a bad identifier into status 0xA900.
 from __future__ import annotations
 
 import re
+from datetime import date
 from dataclasses import dataclass
 from enum import Enum
 
@@ -26,6 +27,7 @@ UNIQUE_KEYS = {
 }
 
 # PS3.5 9.1: a UID is digits and dots, at most 64 characters.
+_DATE_PATTERN = re.compile(r"^[0-9]{8}$")
 _UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
@@ -135,10 +137,10 @@ def _check_parent_keys(model: InformationModel, level: str, identifier: Dataset,
             if keyword != "PatientID":
                 _check_uid_list(keyword, values)
             continue
-        if len(values) != 1:
+        if len(values) != 1 or _has_wildcard(values[0]):
             raise InvalidIdentifier(
-                f"{keyword} must hold exactly one value at Query/Retrieve Level {level} "
-                f"in the {model.value} model"
+                f"{keyword} must hold exactly one value without wildcards at Query/Retrieve "
+                f"Level {level} in the {model.value} model"
             )
         if keyword != "PatientID":
             _check_uid_list(keyword, values)
@@ -168,6 +170,7 @@ def parse_find(model: InformationModel, identifier: Dataset, relational: bool = 
         if any("*" in v or "?" in v for v in values):
             raise InvalidIdentifier(f"{unique_key} does not allow wildcard matching")
         _check_uid_list(unique_key, values)
+    _check_dates(identifier)
     return Query(model, level, identifier, relational)
 
 
@@ -183,6 +186,48 @@ def parse_retrieve(model: InformationModel, identifier: Dataset, relational: boo
     values = split_values(identifier.get(unique_key, ""))
     if not values:
         raise InvalidIdentifier(f"{unique_key} is required for a retrieve at level {level}")
+    if any(_has_wildcard(value) for value in values):
+        raise InvalidIdentifier(f"{unique_key} must not contain wildcards in a retrieve")
     if unique_key != "PatientID":
         _check_uid_list(unique_key, values)
     return Query(model, level, identifier, relational)
+
+
+def _has_wildcard(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def _check_dates(identifier: Dataset) -> None:
+    """Check that every DA matching key is a date or a date range (PS3.5 6.2, PS3.4 C.2.2.2.5).
+
+    A lone "*" is let through as universal matching: it is not valid DICOM,
+    but some viewers send it, and the local re-matching treats it so.
+    """
+    for element in identifier.iterall():
+        if element.VR != "DA" or element.is_empty:
+            continue
+        for value in split_values(element.value):
+            if value != "*" and not _is_date_or_range(value):
+                raise InvalidIdentifier(
+                    f"{element.keyword or element.tag} value {value!r} is not a date (YYYYMMDD) "
+                    "or a date range such as 20240101-20240131, -20240131 or 20240101-"
+                )
+
+
+def _is_date_or_range(value: str) -> bool:
+    parts = value.split("-")
+    if len(parts) == 1:
+        return _is_date(parts[0])
+    if len(parts) != 2 or parts == ["", ""]:
+        return False
+    return all(part == "" or _is_date(part) for part in parts)
+
+
+def _is_date(text: str) -> bool:
+    if not _DATE_PATTERN.match(text):
+        return False
+    try:
+        date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return False
+    return True

@@ -2,7 +2,8 @@
 
 Every outcome touches both: a delivered instance loses its row and its file,
 a failed one keeps its file and gets its next attempt scheduled, and a
-dropped one (its move was cancelled) loses both. A database fault is logged
+dropped one (its move was cancelled) loses both, as do all rows of a
+cancelled move. A database fault is logged
 and never stops a move: the row then stays as it was, so at worst an
 instance is sent again, never lost.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import peewee
 
@@ -46,6 +48,30 @@ class QueueBook:
     def dropped(self, instance: ReceivedInstance) -> None:
         if self._update(instance, lambda: retry_queue.mark_delivered(instance.entry_id)):
             self._spool.discard(instance.path)
+
+    def purge_move(self, move_id: str, owner: str) -> int:
+        """Delete every row of a cancelled move and its file; return how many rows went.
+
+        A row that the delivery job has claimed is being sent already, so it
+        is left alone.
+        """
+        entry = retry_queue.QueueEntry
+        mine = (entry.move_id == move_id) & ((entry.state != retry_queue.IN_FLIGHT) | (entry.owner == owner))
+        try:
+            with entry._meta.database.connection_context():
+                rows = [(int(row.id), str(row.path)) for row in entry.select(entry.id, entry.path).where(mine)]
+                purged = [(entry_id, path) for entry_id, path in rows
+                          if entry.delete().where(mine & (entry.id == entry_id)).execute()]
+            for _, path in purged:
+                if not retry_queue.path_in_use(path):
+                    self._spool.discard(Path(path))
+        except peewee.PeeweeException as exc:
+            self._log.error("queue_write_failed", owner=owner, error=str(exc))
+            return 0
+        if purged:
+            self._log.info("queue_rows_purged", owner=owner, entries=len(purged),
+                           reason="the move was cancelled, so its instances are not sent")
+        return len(purged)
 
     def _update(self, instance: ReceivedInstance, change: Callable[[], object]) -> bool:
         if instance.entry_id == 0:

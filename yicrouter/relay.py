@@ -6,6 +6,13 @@ into the job's inbox. This loop sends it on at once with an InstanceSender
 (to the Move Destination of a C-MOVE, or back on the requester's own
 association for a C-GET), then sends a Pending response with the router's own
 counts. The final response goes out only after the last send has finished.
+
+Each instance that the router acknowledged to the peer is counted once: sent
+on (completed, warning or failed), kept in the retry queue (failed), or, after
+a C-CANCEL only, dropped (remaining). When the peer's retrieve ends, the relay
+first waits, at most _SETTLE_SECONDS, for C-STOREs of the job that are still
+being stored, because they arrive on another association than the peer's
+final response or A-ABORT.
 """
 
 from __future__ import annotations
@@ -36,6 +43,12 @@ _POLL_INTERVAL = 0.2
 # unchanged counts, so a requester waiting on a slow peer (for example one
 # large instance) learns that the move is still running.
 _QUIET_PENDING_INTERVAL = 5.0
+# Seconds that the relay waits, after the peer's retrieve has ended, for
+# C-STOREs of the job that are still being stored. Storing one takes a file
+# rename and a database commit once the data set has arrived.
+_SETTLE_SECONDS = 5.0
+# Seconds between checks while waiting for those C-STOREs.
+_SETTLE_POLL_INTERVAL = 0.02
 
 
 class InstanceSender(Protocol):
@@ -71,6 +84,13 @@ class MoveCounts:
     bytes_forwarded: int = 0
     # Instances received but not forwarded, now in the retry queue.
     queued_for_retry: int = 0
+    # Instances received but not sent on because the requester sent C-CANCEL.
+    # The Cancel response counts them as remaining.
+    dropped: int = 0
+    # C-STOREs still being stored when the relay closed the job. Each counts
+    # as failed, and as queued for retry for a C-MOVE: the C-STORE handler
+    # sends its row to the delivery job.
+    unsettled: int = 0
 
     def add(self, instance: ReceivedInstance, store_status: int, retried: bool = True) -> None:
         """Count one sub-operation; `retried` is True when a failed one went to the retry queue."""
@@ -85,6 +105,20 @@ class MoveCounts:
             self.failed_uids.append(instance.sop_instance_uid)
             if retried:
                 self.queued_for_retry += 1
+
+    def add_unsent(self, instance: ReceivedInstance, kept: bool) -> None:
+        """Count one received instance that the relay did not send; `kept` when it stays queued for retry."""
+        self.failed += 1
+        self.failed_uids.append(instance.sop_instance_uid)
+        if kept:
+            self.queued_for_retry += 1
+
+    def add_unsettled(self, stores: int, kept: bool) -> None:
+        """Count C-STOREs that were still being stored when the job closed."""
+        self.unsettled += stores
+        self.failed += stores
+        if kept:
+            self.queued_for_retry += stores
 
 
 def announced_total(progress: MoveProgress) -> int | None:
@@ -108,16 +142,21 @@ class RelayResult:
     def peer(self) -> PeerSettings | None:
         return self.job.peer
 
-    def unreceived(self) -> int | None:
+    def unreceived(self, progress: MoveProgress | None = None) -> int | None:
         """Return how many announced sub-operations never reached the router.
 
         None means the peer never announced a total, so the number is unknown.
-        Sub-operations that the peer itself counts as failed are not included.
+        Sub-operations that the peer itself counts as failed are not included,
+        and neither are instances that the relay has counted. `progress` is
+        the peer's progress to use, by default the latest.
         """
-        announced = announced_total(self.job.peer_progress)
+        if progress is None:
+            progress = self.job.peer_progress
+        announced = announced_total(progress)
         if announced is None:
             return None
-        return max(announced - self.job.peer_progress.failed - len(self.job.received_uids), 0)
+        accounted = self.job.handed_over + self.counts.unsettled
+        return max(announced - progress.failed - accounted, 0)
 
 
 @dataclass(frozen=True)
@@ -130,6 +169,8 @@ class RequesterHooks:
     # True for a C-GET: instances go back on the requester's association, so
     # the retrieve stops when that association is lost.
     stops_without_requester: bool = False
+    # "move" or "get": the first word of the service's log events.
+    service_name: str = "move"
 
 
 class MoveRelay:
@@ -167,39 +208,105 @@ class MoveRelay:
         try:
             return self._relay()
         finally:
-            self.job.accepting = False
-            # Instances that arrived while the loop ended have nowhere to go.
-            self._empty_inbox(keep=self.job.durable)
+            if self.job.accepting:
+                # Only an exception in the loop gets here with the job open.
+                self.job.close(cancelled=False)
+                self._settle_inbox(keep=self.job.durable, cancelled=False)
 
     def _relay(self) -> RelayResult:
         deadline = time.monotonic() + max(p.move_deadline for p in self._peers)
         result = RelayResult(self.counts, None, self.job)
+        settle_until: float | None = None
         while True:
-            if not result.requester_lost and not self._requester.requester_alive():
-                result.requester_lost = True
-                self._log.warning("move_requester_lost", reason="the requester's association closed")
-            if not result.requester_lost and self._requester.is_cancelled():
-                result.cancelled = True
-            elif time.monotonic() > deadline:
-                result.timed_out = True
-            elif self._router_stopping():
-                result.router_stopping = True
-            requester_gone = result.requester_lost and self._requester.stops_without_requester
-            if result.cancelled or result.timed_out or result.router_stopping or requester_gone:
-                self._stop_peer(cancel=not result.timed_out)
-                self._empty_inbox(keep=self.job.durable and not result.cancelled and not requester_gone)
+            if self._must_stop(result, deadline):
+                self._end_early(result)
                 return result
-            try:
-                item = self.job.inbox.get(timeout=_POLL_INTERVAL)
-            except queue.Empty:
-                if time.monotonic() - self._last_pending_at > _QUIET_PENDING_INTERVAL:
-                    self._report_progress(result.requester_lost)
+            if settle_until is not None and self._settled(settle_until):
+                self._end_finished()
+                return result
+            item = self._next_item(result, settling=settle_until is not None)
+            if item is None:
                 continue
             if isinstance(item, PeerFinished):
                 result.outcome = item.outcome
-                return result
+                settle_until = time.monotonic() + _SETTLE_SECONDS
+                continue
             self._forward(item)
             self._report_progress(result.requester_lost)
+
+    def _must_stop(self, result: RelayResult, deadline: float) -> bool:
+        """Record a C-CANCEL, a lost requester, the deadline or shutdown; return True to stop now."""
+        if not result.requester_lost and not self._requester.requester_alive():
+            result.requester_lost = True
+            self._log.warning(f"{self._requester.service_name}_requester_lost",
+                              reason="the requester's association closed")
+        if not result.requester_lost and self._requester.is_cancelled():
+            result.cancelled = True
+        elif time.monotonic() > deadline:
+            result.timed_out = True
+        elif self._router_stopping():
+            result.router_stopping = True
+        requester_gone = result.requester_lost and self._requester.stops_without_requester
+        return result.cancelled or result.timed_out or result.router_stopping or requester_gone
+
+    def _next_item(self, result: RelayResult, settling: bool) -> ReceivedInstance | PeerFinished | None:
+        """Return the next inbox item, or None after a poll interval without one."""
+        try:
+            return self.job.inbox.get(timeout=_SETTLE_POLL_INTERVAL if settling else _POLL_INTERVAL)
+        except queue.Empty:
+            if time.monotonic() - self._last_pending_at > _QUIET_PENDING_INTERVAL:
+                self._report_progress(result.requester_lost)
+            return None
+
+    def _settled(self, settle_until: float) -> bool:
+        """Return True when no C-STORE of the job is being stored and the inbox is empty, or time is up."""
+        idle = self.job.stores_in_progress == 0 and self.job.inbox.empty()
+        return idle or time.monotonic() >= settle_until
+
+    def _end_finished(self) -> None:
+        """Close the job after the peer's retrieve ended, and send on what it still holds."""
+        unsettled = self.job.close(cancelled=False)
+        while True:
+            try:
+                item = self.job.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, ReceivedInstance):
+                self._forward(item)
+        self._count_unsettled(unsettled)
+
+    def _end_early(self, result: RelayResult) -> None:
+        """Close the job, stop the peer, and count or drop every instance not yet sent on.
+
+        After a C-CANCEL nothing more goes to the destination: instances not
+        yet sent are dropped, and so are the move's rows in the retry queue.
+        """
+        requester_gone = result.requester_lost and self._requester.stops_without_requester
+        unsettled = self.job.close(cancelled=result.cancelled)
+        self._stop_peer(cancel=not result.timed_out)
+        keep = self.job.durable and not result.cancelled and not requester_gone
+        self._settle_inbox(keep, cancelled=result.cancelled)
+        if result.cancelled:
+            # A C-STORE still being stored is refused by its handler, so the
+            # Cancel response counts it as remaining.
+            self._purge_rows()
+        else:
+            self._count_unsettled(unsettled)
+
+    def _count_unsettled(self, stores: int) -> None:
+        if stores == 0:
+            return
+        kept = self.job.durable
+        self.counts.add_unsettled(stores, kept)
+        self._log.warning("stores_unsettled", stores=stores, queued_for_retry=kept,
+                          reason=f"still being stored {_SETTLE_SECONDS:g} s after the peer's retrieve ended")
+
+    def _purge_rows(self) -> None:
+        """Delete the retry-queue rows of a cancelled move, so that nothing is sent later."""
+        if not self.job.durable:
+            return
+        self._queue.purge_move(self.job.id, self.job.queue_owner)
+        self.counts.queued_for_retry = 0
 
     def _forward(self, instance: ReceivedInstance) -> None:
         forwarded = self._sender.send(instance)
@@ -229,7 +336,7 @@ class MoveRelay:
     def remaining(self) -> int:
         """Return the sub-operations not yet done: announced by the peer, or queued."""
         done = self.counts.completed + self.counts.failed + self.counts.warning
-        queued = max(len(self.job.received_uids) - done, 0)
+        queued = max(self.job.handed_over - done, 0)
         announced = announced_total(self.job.peer_progress)
         if announced is None:
             return queued
@@ -286,8 +393,8 @@ class MoveRelay:
         else:
             call.abort()
 
-    def _empty_inbox(self, keep: bool) -> None:
-        """Remove instances not yet sent on; unless `keep`, drop their rows and files.
+    def _settle_inbox(self, keep: bool, cancelled: bool) -> None:
+        """Count each instance not yet sent on; unless `keep`, drop its row and file.
 
         Kept instances stay in the retry queue, and the delivery job sends
         them once the move has released its rows.
@@ -297,5 +404,11 @@ class MoveRelay:
                 item = self.job.inbox.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, ReceivedInstance) and not keep:
+            if not isinstance(item, ReceivedInstance):
+                continue
+            if not keep:
                 self._queue.dropped(item)
+            if cancelled:
+                self.counts.dropped += 1
+            else:
+                self.counts.add_unsent(item, kept=keep)

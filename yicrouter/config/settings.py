@@ -36,7 +36,7 @@ class RouterSettings:
     database: str = field(default="", repr=False)
     # Whether Patient Name matching distinguishes upper and lower case, in the
     # router's own re-matching of every peer's matches. PS3.4 C.2.2.2.1
-    # lets a Q/R SCP choose, so this one setting applies to the whole region.
+    # lets a Q/R SCP choose. It cannot widen what a case-sensitive peer returns.
     patient_name_case_sensitive: bool = False
 
     @property

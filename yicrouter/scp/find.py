@@ -11,7 +11,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from yicrouter import charsets, dialect, matching, routing, status
-from yicrouter.fanout import Fanout
+from yicrouter.fanout import Fanout, FanoutResult
 from yicrouter.logs import get_logger
 from yicrouter.matching import MatchRules
 from yicrouter.query import (
@@ -196,10 +196,24 @@ def _checked_match(
     return match
 
 
+# Error Comment (0000,0902) of a C-FIND that reached no peer.
+NO_PEER_SEARCHED_COMMENT = "no peer could be searched"
+
+
+def _no_peer_searched(result: FanoutResult) -> bool:
+    """Return True when every peer of an uncancelled fan-out failed, so no peer was searched."""
+    return not result.cancelled and len(result.failed_peers) == len(result.peers_asked)
+
+
 def _final_status(fanout: Fanout) -> Dataset | int:
     result = fanout.result
     if result.cancelled:
         return status.CANCEL
+    if _no_peer_searched(result):
+        # Success with no matches would read as "no priors", so a search that
+        # reached no peer is a failure. A search that reached some peers ends
+        # in Success, because C-FIND has no partial status.
+        return status_with_comment(status.FIND_UNABLE_TO_PROCESS, NO_PEER_SEARCHED_COMMENT)
     if result.truncated_peers:
         # C-FIND has no partial status, so a list that may be incomplete ends in a failure.
         return status_with_comment(
@@ -221,15 +235,20 @@ def _log_completed(
     query: Query, fanout: Fanout, tally: _FindTally, context: dict[str, Any], started: float
 ) -> None:
     result = fanout.result
-    log.info(
+    no_peer_searched = _no_peer_searched(result)
+    emit = log.warning if no_peer_searched else log.info
+    emit(
         "find_completed", **context, level=query.level, model=query.model.value,
         peers_asked=result.peers_asked, failed_peers=sorted(result.failed_peers),
         truncated_peers=sorted(result.truncated_peers), matches=tally.matches,
-        matches_by_peer=result.matches_by_peer, requests_by_peer=result.requests_by_peer,
+        matches_by_peer=dict(sorted(result.matches_by_peer.items())),
+        requests_by_peer=dict(sorted(result.requests_by_peer.items())),
+        unfinished_peers=result.unfinished_peers,
         relational=query.relational, derived_by_peer=result.derived_by_peer,
         derive_failed_by_peer=result.derive_failed_by_peer,
         dropped_without_unique_key=sum(tally.without_unique_key.values()),
         dropped_not_matching=tally.not_matching, cancelled=result.cancelled,
+        reason=NO_PEER_SEARCHED_COMMENT if no_peer_searched else None,
         duration_ms=round((time.monotonic() - started) * 1000),
     )
 

@@ -40,6 +40,7 @@ from yicrouter.scp.retrieve import (
     locate,
     new_job,
     parse,
+    reject,
     run_relay,
     serve,
 )
@@ -120,6 +121,13 @@ def _serve(responder: RetrieveResponder, services: RouterServices, log_context: 
     query = parse(responder, log_context)
     if query is None:
         return
+    if not _accepts_any_instance(responder.assoc):
+        # Without a single context in which the router may send C-STOREs,
+        # every sub-operation would fail, so no peer is contacted at all.
+        reject(responder, log_context, status.GET_OUT_OF_RESOURCES_SUBOPERATIONS,
+               "the requester proposed the SCP role in no accepted presentation context",
+               "no presentation context with the SCP role for the requester")
+        return
     peers = locate(responder, query, services, log_context)
     if not peers:
         return
@@ -128,3 +136,8 @@ def _serve(responder: RetrieveResponder, services: RouterServices, log_context: 
     sender = GetSender(responder.assoc, log_context)
     result = run_relay(job, peers, responder, sender, services, log_context)
     finish(responder, result, log_context, started)
+
+
+def _accepts_any_instance(assoc: Any) -> bool:
+    """Return True when the requester took the SCP role in any accepted presentation context (PS3.7 D.3.3.4)."""
+    return any(cx.as_scu for cx in assoc.accepted_contexts)

@@ -22,7 +22,7 @@ from pynetdicom.presentation import PresentationContext
 from yicrouter import status
 from yicrouter.config import PeerSettings, WorkstationSettings
 from yicrouter.logs import get_logger
-from yicrouter.moves import MoveJob
+from yicrouter.moves import CANCELLED, MoveJob
 from yicrouter.peer_get import PeerGetOrMove
 from yicrouter.peer_move import PeerMove
 from yicrouter.query import InvalidIdentifier, Query, model_for_sop_class, parse_retrieve
@@ -278,7 +278,7 @@ def run_relay(
     hooks = RequesterHooks(
         send_pending=responder.send_pending, is_cancelled=responder.is_cancelled,
         requester_alive=responder.requester_alive,
-        stops_without_requester=responder.service is GET,
+        stops_without_requester=responder.service is GET, service_name=responder.service.name,
     )
     relay = MoveRelay(
         job, peers, sender, QueueBook(services.spool, services.retry_policy, log_context),
@@ -289,7 +289,9 @@ def run_relay(
         return relay.run()
     finally:
         services.moves.remove(job)
-        if job.durable:
+        # The relay deleted a cancelled move's rows. Releasing one that a
+        # late C-STORE is about to delete would let the delivery job send it.
+        if job.durable and job.state != CANCELLED:
             release_rows(job.queue_owner, log_context)
 
 
@@ -311,7 +313,7 @@ def finish(responder: RetrieveResponder, result: RelayResult, log_context: dict[
         peer=result.peer.name if result.peer else None,
         status=f"0x{final.status:04X}", instances=counts.completed + counts.warning,
         failed=counts.failed, warning=counts.warning, bytes=counts.bytes_forwarded,
-        queued_for_retry=counts.queued_for_retry,
+        queued_for_retry=counts.queued_for_retry, dropped=counts.dropped,
         cancelled=result.cancelled, requester_lost=result.requester_lost, timed_out=result.timed_out,
         router_stopping=result.router_stopping,
         peer_error=outcome.error if outcome else None,
@@ -351,13 +353,18 @@ def final_response(result: RelayResult, service: RetrieveService = MOVE) -> Fina
     """Return the final C-MOVE or C-GET response, following PS3.4 C.4.2 and C.4.3.
 
     Sub-operations that the peer reports as failed count as failed, and so do
-    those it announced but never sent when it ended the move early. When the
+    those it announced but never sent when it ended the move early. After a
+    C-CANCEL those not sent count as remaining, including instances that the
+    router received but dropped. When the
     peer broke off without saying how many sub-operations it had, the number
     missing is unknown, so the status is a failure, never Success.
     """
     counts = result.counts
     if result.cancelled:
-        return FinalResponse(status.CANCEL, counts, remaining=result.unreceived() or 0)
+        # The peer may still be reporting progress, so one snapshot serves both counts.
+        progress = result.job.peer_progress
+        counts.failed += progress.failed
+        return FinalResponse(status.CANCEL, counts, remaining=(result.unreceived(progress) or 0) + counts.dropped)
     outcome = result.outcome
     if outcome is not None:
         counts.failed += outcome.progress.failed

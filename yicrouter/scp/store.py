@@ -12,7 +12,8 @@ from pydicom.tag import Tag
 
 from yicrouter import retry_queue, status
 from yicrouter.logs import get_logger
-from yicrouter.moves import InstanceKeys, MoveJob, ReceivedInstance
+from yicrouter.moves import FINISHED, OPEN, InstanceKeys, MoveJob, ReceivedInstance
+from yicrouter.queue_book import release_rows
 from yicrouter.scp.common import RouterServices, association_log_context
 
 log = get_logger(__name__)
@@ -110,7 +111,7 @@ def handle_peer_get_store(event: Any, job: MoveJob, services: RouterServices) ->
     keys = _received_keys(services, temporary, sop_instance_uid, context)
     if isinstance(keys, int):
         return keys
-    if not job.accepting or not job.covers(keys):
+    if not job.covers(keys) or not job.begin_store():
         temporary.unlink(missing_ok=True)
         log.warning("store_unsolicited", **context, study_instance_uid=keys.study_uid,
                     reason="the retrieve has ended or does not select this instance")
@@ -141,7 +142,24 @@ def _read_keys_or_none(temporary: Path, sop_instance_uid: str, context: dict[str
 
 
 def _accept(event: Any, temporary: Path, job: MoveJob, services: RouterServices, context: dict[str, Any]) -> int:
-    """Spool the instance, record its retry-queue row when the job has rows, and queue it for the relay."""
+    """Spool the instance, record its retry-queue row when the job has rows, and hand it to the relay.
+
+    The job's C-STORE must have been begun with job.begin_store(); this ends it.
+    """
+    try:
+        instance = _spool(event, temporary, job, services, context)
+    except Exception:  # pynetdicom answers the peer with a failure status; the relay must not wait
+        job.abandon_store()
+        raise
+    if instance is None:
+        job.abandon_store()
+        return status.STORE_OUT_OF_RESOURCES
+    return _hand_over(instance, job, services, context)
+
+
+def _spool(event: Any, temporary: Path, job: MoveJob, services: RouterServices,
+           context: dict[str, Any]) -> ReceivedInstance | None:
+    """Return the spooled instance with its committed row, or None when the disk or database failed."""
     request = event.request
     sop_instance_uid = str(request.AffectedSOPInstanceUID or "").strip()
     try:
@@ -152,7 +170,7 @@ def _accept(event: Any, temporary: Path, job: MoveJob, services: RouterServices,
         # association, not for C-STOREs within the router's own C-GET.
         temporary.unlink(missing_ok=True)
         log.error("spool_write_failed", **context, move_id=job.id, error=str(exc))
-        return status.STORE_OUT_OF_RESOURCES
+        return None
 
     instance = ReceivedInstance(
         path=path,
@@ -161,13 +179,45 @@ def _accept(event: Any, temporary: Path, job: MoveJob, services: RouterServices,
         transfer_syntax=str(event.context.transfer_syntax),
         size=size,
     )
-    entry_id = 0
-    if job.durable:
-        recorded = _record(instance, job, services, context)
-        if recorded is None:
-            services.spool.discard(path)
-            return status.STORE_OUT_OF_RESOURCES
-        entry_id = recorded
-    job.inbox.put(replace(instance, entry_id=entry_id))
-    log.debug("store_received", **context | {"move_id": job.id}, bytes=size)
-    return status.SUCCESS
+    if not job.durable:
+        return instance
+    entry_id = _record(instance, job, services, context)
+    if entry_id is None:
+        services.spool.discard(path)
+        return None
+    return replace(instance, entry_id=entry_id)
+
+
+def _hand_over(instance: ReceivedInstance, job: MoveJob, services: RouterServices,
+               context: dict[str, Any]) -> int:
+    """Give the instance to the relay, or settle it here when the job closed while it was stored.
+
+    The relay counted such an instance when it closed the job. A C-MOVE that
+    finished keeps it, because the peer gets Success: its row goes to the
+    delivery job. A cancelled job, or one without rows, refuses it.
+    """
+    state = job.hand_over(instance)
+    context = context | {"move_id": job.id}
+    if state == OPEN:
+        log.debug("store_received", **context, bytes=instance.size)
+        return status.SUCCESS
+    if state == FINISHED and job.durable:
+        log.info("store_queued_after_move", **context, entry_id=instance.entry_id,
+                 reason="the move ended while the instance was being stored; the delivery job sends it")
+        release_rows(job.queue_owner, context)
+        return status.SUCCESS
+    _drop(instance, services, context)
+    log.warning("store_refused_after_move", **context, move_state=state,
+                reason="the retrieve ended while the instance was being stored")
+    return status.STORE_REFUSED_NOT_AUTHORIZED
+
+
+def _drop(instance: ReceivedInstance, services: RouterServices, context: dict[str, Any]) -> None:
+    """Delete the instance's row, if it has one, and its spool file."""
+    if instance.entry_id:
+        try:
+            retry_queue.mark_delivered(instance.entry_id)
+        except peewee.PeeweeException as exc:
+            log.error("queue_write_failed", **context, entry_id=instance.entry_id, error=str(exc))
+            return
+    services.spool.discard(instance.path)
