@@ -346,7 +346,7 @@ def test_syntax_error_at_end_of_file(tmp_path: Path) -> None:
     problems = load_problems(main_file)
 
     assert len(problems) == 1
-    assert problems[0].startswith(f"{main_file}: end of file: invalid TOML: ")
+    assert problems[0].startswith(f"{main_file}: end of file (line 2): invalid TOML: ")
 
 
 def test_syntax_error_in_drop_in_keeps_checking(tmp_path: Path) -> None:

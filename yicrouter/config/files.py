@@ -24,6 +24,15 @@ _TOML_POSITION = re.compile(
 _TOML_END = re.compile(r"^(?P<message>.*) \(at end of document\)$")
 
 
+def _last_line(file: Path) -> str:
+    """Return " (line N)" for the last line of `file`, or "" when it can't be read."""
+    try:
+        count = len(file.read_text(encoding="utf-8", errors="replace").splitlines())
+    except OSError:
+        return ""
+    return f" (line {count})" if count else ""
+
+
 def _describe_syntax_error(file: Path, error: Exception) -> str:
     text = str(error)
     position = _TOML_POSITION.match(text)
@@ -33,7 +42,10 @@ def _describe_syntax_error(file: Path, error: Exception) -> str:
 
     end = _TOML_END.match(text)
     if end is not None:
-        return f"{file}: end of file: invalid TOML: {end['message']}. Correct the syntax near the end."
+        return (
+            f"{file}: end of file{_last_line(file)}: invalid TOML: {end['message']}."
+            " Correct the syntax near the end."
+        )
     return f"{file}: invalid TOML: {text}. Correct the syntax."
 
 
