@@ -147,7 +147,9 @@ def test_cancel_filed_before_request(start: Callable[..., QuirkRegion]) -> None:
 
 
 def test_findscu_cancel_option(start: Callable[..., QuirkRegion]) -> None:
-    region = start(FakePeer("flood", FaultOptions(synthetic_matches=SYNTHETIC), ("one",)))
+    # A short delay per match keeps the peer's C-FIND running when the cancel
+    # arrives; without it, a loaded machine may let the peer finish first.
+    region = start(FakePeer("flood", FaultOptions(synthetic_matches=SYNTHETIC, find_delay=0.005), ("one",)))
     result = run_findscu(region.router.node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": None},
                          calling_ae=WORKSTATION_AE, extra_args=["--cancel", "5"])
     assert result.final_status == status.CANCEL, result.describe()
