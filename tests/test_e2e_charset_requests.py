@@ -175,7 +175,7 @@ def test_default_repertoire_peer_latin1_bytes(region: CharsetRequestRegion, tmp_
     # default repertoire as Latin-1, so these Latin-1 bytes arrive right, in UTF-8.
     assert name_bytes(matches[0]) == MUELLER_UTF8
     assert charset_of(matches[0]) == "ISO_IR 192"
-    # The administrator is told once which peer needs default_charset.
+    # The log names, once, the peer that needs default_charset.
     region.routers["bare"].wait_for_log(r"peer_charset_undeclared")
     assert region.routers["bare"].log_text().count("peer_charset_undeclared") == 1
 

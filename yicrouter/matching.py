@@ -119,8 +119,8 @@ def is_true_match(keys: Dataset, match: Dataset, rules: MatchRules) -> bool:
     are not held against it (see the module notes).
 
     A peer that ignores a key and also leaves it out of its matches, as
-    dcmqrscp 3.6.7 does with ModalitiesInStudy, would get non-matching
-    entities through, so the C-FIND SCP derives such study keys from the
+    dcmqrscp 3.6.7 does with ModalitiesInStudy, would let non-matching
+    entities through. So the C-FIND SCP derives such study keys from the
     peer's series before it calls this function.
     """
     return _keys_match(keys, match, rules, absent_matches=True, derived=None)

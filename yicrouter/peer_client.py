@@ -1,9 +1,9 @@
 """The SCU side: one association to one peer PACS, which C-FIND, C-MOVE and C-GET share.
 
 PeerFind (peer_find.py), PeerMove (peer_move.py) and PeerGet (peer_get.py)
-build on PeerCall. A peer's failure never raises out of these modules. Each
-call returns an outcome that names what went wrong, so the caller can log it
-once and answer the workstation with a DICOM status.
+build on PeerCall, whose _exchange catches every exception of a peer call.
+Each call returns an outcome that names what went wrong, so the caller can
+log it once and send the workstation a DICOM status.
 """
 
 from __future__ import annotations

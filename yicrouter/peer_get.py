@@ -418,7 +418,7 @@ def _role_problem(assoc: Association, model: InformationModel, sop_classes: list
 
 
 class PeerGetOrMove:
-    """A C-GET at a peer, or a C-MOVE when the peer does not support C-GET with role selection."""
+    """Retrieve call that uses C-GET at a peer, or C-MOVE when the peer rejects C-GET role selection."""
 
     def __init__(
         self, peer: PeerSettings, local_ae_title: str, max_pdu: int, on_store: StoreHandler, query: Query

@@ -5,7 +5,7 @@ its DUL reader thread, when chunked receiving is on. An OSError there, such
 as ENOSPC on a full spool, ends that thread with an unhandled exception:
 Python prints a traceback and the association stays half open. The hook logs
 the failure once as an event, with the traceback at DEBUG, and closes the
-connection so that the peer sees its C-STORE fail at once.
+connection so that the peer's C-STORE fails at once.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ class PeerSettings:
     date_ranges: bool = True
     # Maximum number of matches that the peer returns for one C-FIND, or 0
     # for no limit. A full list may be truncated, so the router splits the
-    # date range or answers 0xA700.
+    # date range or returns 0xA700.
     max_matches: int = 0
     # Whether the peer supports combined date and time range matching, which
     # the router then negotiates with it (PS3.4 C.2.2.2.5).

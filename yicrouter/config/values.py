@@ -22,8 +22,8 @@ MAX_PDU_MIN: Final = 4096
 MAX_PDU_MAX: Final = 1048576
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
-# How the router retrieves from a peer: the peer moves the instances to the
-# router, or sends them back on the router's own association.
+# Retrieve methods toward a peer: C-MOVE to the router as Move Destination,
+# or C-GET back on the router's own association.
 RETRIEVE_METHODS: Final = ("c-move", "c-get")
 LOG_FORMATS: Final = ("console", "json")
 

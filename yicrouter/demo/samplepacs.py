@@ -165,7 +165,7 @@ class FaultOptions:
     # Reject with 0xA900 a C-FIND with a key of a level above the Query/Retrieve
     # Level that is not a unique key, as a PACS without relational queries may.
     reject_relational_keys: bool = False
-    # Stop after this many C-FIND matches and still answer Success, as a PACS
+    # Stop after this many C-FIND matches and still return Success, as a PACS
     # with a result limit does.
     max_matches: int | None = None
     # Send this many made-up STUDY matches before the real ones of a STUDY-level C-FIND.

@@ -48,7 +48,7 @@ def retrieve_request(peer: PeerSettings, query: Query) -> tuple[InformationModel
     identifier.QueryRetrieveLevel = level
     if level in ("SERIES", "IMAGE"):
         # Every SCP supports the hierarchical form, so known parent UIDs are
-        # added for every peer. Some, such as dcmqrscp 3.6.7, answer a
+        # added for every peer. Some, such as dcmqrscp 3.6.7, respond to a
         # relational retrieve with Success and no sub-operations.
         fill_from_routing_table(peer, identifier, uid_parent_levels(level))
         if peer.needs_parent_uids:

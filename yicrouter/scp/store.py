@@ -148,7 +148,7 @@ def _accept(event: Any, temporary: Path, job: MoveJob, services: RouterServices,
     """
     try:
         instance = _spool(event, temporary, job, services, context)
-    except Exception:  # pynetdicom answers the peer with a failure status; the relay must not wait
+    except Exception:  # pynetdicom sends the peer a failure status, so the relay must not wait
         job.abandon_store()
         raise
     if instance is None:
