@@ -5,6 +5,10 @@ That is the fastest DICOM transfer of these files that the suite measures. In th
 same run the router relays the study by C-MOVE from a dcmqrscp peer (also with
 TCP_NODELAY=1) to the same storescp. The router's fraction of the ceiling is
 the ceiling's time over the router's time.
+
+Also in the same run, bench.pynetdicom_limit times pynetdicom alone
+receiving the study from storescu and sending it to storescp. The router
+does both in one process, so those rates bound its relay rate.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import bench  # noqa: F401  (puts tests/ on sys.path for the harness imports)
 from bench.context import BenchContext
 from bench.data import build_ct_study
 from bench.peers import running_peers, running_router
+from bench.pynetdicom_limit import time_receive, time_send
 from bench.relay import (
     FULL_CT_INSTANCES, SMOKE_CT_INSTANCES, BenchError, DetailedResult, Destination, PathSamples,
     RetrieveSample, clear_folder, count_files, first_arrival, movescu_args, process_environment,
@@ -61,6 +66,8 @@ def run_ceiling(work_dir: Path, *, smoke: bool, repeat: int) -> DetailedResult:
                                       workstations={"destination": destination.node})
         peers = peers_context.__enter__()
     ceiling, relayed = PathSamples(), PathSamples()
+    receive: list[float] = []
+    send: list[float] = []
     try:
         restart_peer(peers, PEER, MODE)
         destination.start(MODE)
@@ -70,19 +77,41 @@ def run_ceiling(work_dir: Path, *, smoke: bool, repeat: int) -> DetailedResult:
             for _ in range(repeat):
                 ceiling.add(timed_store(destination, study))
                 relayed.add(timed_retrieve(router_args, MODE, destination.output_dir, len(study.files)))
+                receive.append(time_receive(study))
+                send.append(time_send(study, destination))
     finally:
         destination.stop()
         peers_context.__exit__(None, None, None)
 
-    comparison = Comparison("C-MOVE relay vs storescu ceiling", relayed.seconds, ceiling.seconds,
-                            "storescu to storescp, TCP_NODELAY=1")
-    result.comparisons.append(comparison)
-    ceiling_rate = megabytes / median(ceiling.seconds)
-    router_rate = megabytes / median(relayed.seconds)
-    result.notes.append(f"{instances} x 512x512 CT, {megabytes:.1f} MB: ceiling {ceiling_rate:.1f} MB/s, "
-                        f"router {router_rate:.1f} MB/s = {router_rate / ceiling_rate:.2f} of the ceiling")
-    result.data = {"megabytes": megabytes, "ceiling_mb_per_s": ceiling_rate,
-                   "router_mb_per_s": router_rate, "fraction": router_rate / ceiling_rate}
+    result.comparisons += [
+        Comparison("C-MOVE relay vs storescu ceiling", relayed.seconds, ceiling.seconds,
+                   "storescu to storescp, TCP_NODELAY=1"),
+        Comparison("pynetdicom alone receiving vs ceiling", receive, ceiling.seconds,
+                   "storescu to storescp, TCP_NODELAY=1"),
+        Comparison("pynetdicom alone sending vs ceiling", send, ceiling.seconds,
+                   "storescu to storescp, TCP_NODELAY=1"),
+    ]
+    rates = {
+        "ceiling_mb_per_s": megabytes / median(ceiling.seconds),
+        "router_mb_per_s": megabytes / median(relayed.seconds),
+        "pynetdicom_receive_mb_per_s": megabytes / median(receive),
+        "pynetdicom_send_mb_per_s": megabytes / median(send),
+    }
+    # Receiving and sending each instance one after the other, on one core.
+    rates["pynetdicom_serial_mb_per_s"] = 1 / (1 / rates["pynetdicom_receive_mb_per_s"]
+                                               + 1 / rates["pynetdicom_send_mb_per_s"])
+    ceiling_rate = rates["ceiling_mb_per_s"]
+    result.notes.append(
+        f"{instances} x 512x512 CT, {megabytes:.1f} MB: ceiling {ceiling_rate:.1f} MB/s, "
+        f"router {rates['router_mb_per_s']:.1f} MB/s = {rates['router_mb_per_s'] / ceiling_rate:.2f} of the ceiling"
+    )
+    result.notes.append(
+        f"pynetdicom alone: receives {rates['pynetdicom_receive_mb_per_s']:.1f} MB/s, sends "
+        f"{rates['pynetdicom_send_mb_per_s']:.1f} MB/s, both in turn "
+        f"{rates['pynetdicom_serial_mb_per_s']:.1f} MB/s = "
+        f"{rates['pynetdicom_serial_mb_per_s'] / ceiling_rate:.2f} of the ceiling"
+    )
+    result.data = {"megabytes": megabytes, "fraction": rates["router_mb_per_s"] / ceiling_rate, **rates}
     return result
 
 

@@ -39,9 +39,13 @@ def _plot_throughput(axes: Any, document: dict[str, Any]) -> None:
              width, label="direct")
     axes.bar([p + width / 2 for p in positions], [row["router_mb_per_s"] for row in rows],
              width, label="through yicrouter")
-    ceiling = _measurement_data(document, "ceiling").get("ceiling_mb_per_s")
-    if ceiling:
-        axes.axhline(ceiling, color="grey", linestyle="--", label="storescu to storescp, TCP_NODELAY=1")
+    limits = _measurement_data(document, "ceiling")
+    if limits.get("ceiling_mb_per_s"):
+        axes.axhline(limits["ceiling_mb_per_s"], color="grey", linestyle="--",
+                     label="storescu to storescp, TCP_NODELAY=1")
+    if limits.get("pynetdicom_serial_mb_per_s"):
+        axes.axhline(limits["pynetdicom_serial_mb_per_s"], color="tab:red", linestyle=":",
+                     label="pynetdicom alone, receive then send")
     axes.set_xticks(list(positions), labels, fontsize=7)
     axes.set_ylabel("MB/s")
     megabytes = rows[0]["megabytes"] if rows else 0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RQ
 from structlog.testing import capture_logs
 
 from yicrouter import thread_errors
@@ -56,3 +59,19 @@ def test_other_threads_keep_previous_hook(restore_excepthook: None) -> None:
     _fail_in(other)
 
     assert passed_on == [other]
+
+
+def test_dul_failure_removes_partial_data_set(restore_excepthook: None, tmp_path: Path) -> None:
+    thread_errors.install()
+    assoc = Association(AE(), "acceptor")
+    message = C_STORE_RQ()
+    partial = tempfile.NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm", dir=tmp_path)
+    partial.write(b"\x00" * 132)
+    message._data_set_file = partial  # as pynetdicom sets it for a chunked receive
+    assoc.dimse.message = message
+
+    with capture_logs():
+        _fail_in(assoc.dul)
+
+    assert partial.closed
+    assert list(tmp_path.iterdir()) == []

@@ -6,6 +6,8 @@ so the same models can later run against another database URL.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import peewee
@@ -29,6 +31,20 @@ class SchemaVersion(BaseModel):
 
 class SchemaTooNew(RuntimeError):
     """Raised when the database was written by a newer yicrouter."""
+
+
+@contextmanager
+def session(database: peewee.Database) -> Iterator[None]:
+    """Run the block on this thread's connection to `database`, opened once and kept open.
+
+    peewee's connection_context() opens and closes a connection per block,
+    and SQLite then runs its pragmas each time: about 6% of the router's
+    CPU time in a relay, two blocks per instance (docs/benchmarks.md).
+    Each thread keeps its own connection; it closes when the thread ends.
+    """
+    if database.is_closed():
+        database.connect()
+    yield
 
 
 def open_database(state_dir: Path, models: list[type[BaseModel]], url: str = "") -> peewee.Database:

@@ -75,6 +75,8 @@ class Fanout:
         self._max_pdu = max_pdu
         self._log = log.bind(**log_context)
         self.result = FanoutResult(peers_asked=[p.name for p in peers])
+        # The peer calls of the running matches(), by peer name.
+        self.calls: dict[str, PeerFind] = {}
 
     def matches(
         self,
@@ -84,6 +86,7 @@ class Fanout:
         """Yield (peer name, match) pairs in arrival order; `plans` maps each peer name to its plan."""
         inbox: queue.Queue[tuple[str, Dataset] | _Done] = queue.Queue()
         calls = {p.name: PeerFind(p, self._local_ae_title, self._max_pdu) for p in self._peers}
+        self.calls = calls
         started = time.monotonic()
         deadlines = {p.name: started + p.find_deadline for p in self._peers}
         for name, call in calls.items():
@@ -127,6 +130,13 @@ class Fanout:
         plan: PeerPlan,
         inbox: "queue.Queue[tuple[str, Dataset] | _Done]",
     ) -> None:
+        def failed(reason: str) -> None:
+            # The peer's thread reports again when its call ends; _finish
+            # then only records the request count.
+            inbox.put(_Done(name, FindOutcome(error=reason)))
+
+        call.on_association_failed = failed
+
         def work() -> None:
             try:
                 outcome = call.run_plan(plan, lambda match: inbox.put((name, match)))

@@ -26,7 +26,9 @@ from yicrouter import status, transcode
 from yicrouter.config import WorkstationSettings
 from yicrouter.logs import get_logger
 from yicrouter.moves import ReceivedInstance
+from yicrouter.contexts import context_list
 from yicrouter.net import TUNING_HANDLERS
+from yicrouter.send_bounds import bound_sending
 from yicrouter.reactor import pause_reactor, resume_reactor
 
 log = get_logger(__name__)
@@ -149,7 +151,7 @@ class Forwarder:
         ae.maximum_pdu_size = self._max_pdu
         contexts = self._plan[index]
         assoc = ae.associate(
-            self.destination.host, self.destination.port, contexts=contexts,
+            self.destination.host, self.destination.port, contexts=context_list(contexts),
             ae_title=self.destination.ae_title, evt_handlers=TUNING_HANDLERS,
         )
         if not assoc.is_established:
@@ -163,6 +165,7 @@ class Forwarder:
                 reason=self._unreachable,
             )
             return None
+        bound_sending(assoc)
         if index > 0:
             level = "debug" if index in self._reported_indexes else "info"
             self._reported_indexes.add(index)

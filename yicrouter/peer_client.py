@@ -12,16 +12,20 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pynetdicom import AE, build_context
+from pynetdicom import AE, build_context, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from yicrouter.config import PeerSettings
 from yicrouter.logs import get_logger
+from yicrouter.contexts import context_list
 from yicrouter.net import TUNING_HANDLERS
 from yicrouter.reactor import resume_reactor
 
 log = get_logger(__name__)
+
+
+ASSOCIATION_FAILED = "association failed: peer unreachable or aborted"
 
 
 class PeerError(Exception):
@@ -48,6 +52,9 @@ class PeerCall:
         self._assoc: Association | None = None
         self._lock = threading.Lock()
         self.aborted = False
+        # Called, from pynetdicom's thread, as soon as the association fails
+        # before it is established; see _note_failed_association.
+        self.on_association_failed: Callable[[str], None] | None = None
 
     def _associate(self, sop_class_uid: str) -> Association:
         return self._associate_contexts([build_context(sop_class_uid)])
@@ -61,8 +68,10 @@ class PeerCall:
         """Open an association that proposes `contexts`; raise PeerError when it fails."""
         ae = _make_ae(self._local_ae_title, self.peer, self._max_pdu)
         assoc = ae.associate(
-            self.peer.host, self.peer.port, contexts=contexts, ae_title=self.peer.ae_title,
-            ext_neg=ext_neg, evt_handlers=[*TUNING_HANDLERS, *(evt_handlers or [])],
+            self.peer.host, self.peer.port, contexts=context_list(contexts), ae_title=self.peer.ae_title,
+            ext_neg=ext_neg,
+            evt_handlers=[*TUNING_HANDLERS, (evt.EVT_ABORTED, self._note_failed_association),
+                          *(evt_handlers or [])],
         )
         with self._lock:
             self._assoc = assoc
@@ -71,8 +80,18 @@ class PeerCall:
         if assoc.is_rejected:
             raise PeerError("association rejected")
         if not assoc.is_established:
-            raise PeerError("association failed: peer unreachable or aborted")
+            raise PeerError(ASSOCIATION_FAILED)
         return assoc
+
+    def _note_failed_association(self, event: Any) -> None:
+        """Report an association that failed before it was established, at once.
+
+        When the TCP connection is refused, pynetdicom 3.0.4 aborts the
+        association and then sleeps 0.1 s before associate() returns. A
+        fan-out need not wait for that to know the peer is down.
+        """
+        if self.on_association_failed is not None and not event.assoc.is_established and not self.aborted:
+            self.on_association_failed(ASSOCIATION_FAILED)
 
     def abort(self) -> None:
         """Abort the association from any thread; the running call then ends."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import peewee
 
+from yicrouter.db import session
 from yicrouter import retry_queue
 from yicrouter.logs import get_logger
 from yicrouter.moves import ReceivedInstance
@@ -58,7 +59,7 @@ class QueueBook:
         entry = retry_queue.QueueEntry
         mine = (entry.move_id == move_id) & ((entry.state != retry_queue.IN_FLIGHT) | (entry.owner == owner))
         try:
-            with entry._meta.database.connection_context():
+            with session(entry._meta.database):
                 rows = [(int(row.id), str(row.path)) for row in entry.select(entry.id, entry.path).where(mine)]
                 purged = [(entry_id, path) for entry_id, path in rows
                           if entry.delete().where(mine & (entry.id == entry_id)).execute()]

@@ -5,7 +5,7 @@ C-MOVE or C-GET at the peer. The C-STORE handler puts each received instance
 into the job's inbox. This loop sends it on at once with an InstanceSender
 (to the Move Destination of a C-MOVE, or back on the requester's own
 association for a C-GET), then sends a Pending response with the router's own
-counts. The final response goes out only after the last send has finished.
+counts: after the first instance, and then at most every 0.2 s. The final response goes out only after the last send has finished.
 
 Each instance that the router acknowledged to the peer is counted once: sent
 on (completed, warning or failed), kept in the retry queue (failed), or, after
@@ -43,6 +43,10 @@ _POLL_INTERVAL = 0.2
 # unchanged counts, so a requester waiting on a slow peer (for example one
 # large instance) learns that the move is still running.
 _QUIET_PENDING_INTERVAL = 5.0
+# Seconds that must pass between two Pending responses sent after instances.
+# Encoding and sending one per instance cost about a tenth of the router's
+# CPU time in a relay of small instances (docs/benchmarks.md).
+_PENDING_MIN_INTERVAL = 0.2
 # Seconds that the relay waits, after the peer's retrieve has ended, for
 # C-STOREs of the job that are still being stored. Storing one takes a file
 # rename and a database commit once the data set has arrived.
@@ -196,6 +200,7 @@ class MoveRelay:
         self._current: RetrieveCall | None = None
         self._stop = threading.Event()
         self._last_pending_at = time.monotonic()
+        self._pending_sent = False
         self.counts = MoveCounts()
 
     def run(self) -> RelayResult:
@@ -232,7 +237,8 @@ class MoveRelay:
                 settle_until = time.monotonic() + _SETTLE_SECONDS
                 continue
             self._forward(item)
-            self._report_progress(result.requester_lost)
+            if not self._pending_sent or time.monotonic() - self._last_pending_at >= _PENDING_MIN_INTERVAL:
+                self._report_progress(result.requester_lost)
 
     def _must_stop(self, result: RelayResult, deadline: float) -> bool:
         """Record a C-CANCEL, a lost requester, the deadline or shutdown; return True to stop now."""
@@ -330,6 +336,7 @@ class MoveRelay:
 
     def _report_progress(self, requester_lost: bool) -> None:
         self._last_pending_at = time.monotonic()
+        self._pending_sent = True
         if not requester_lost:
             self._requester.send_pending(self.counts, self.remaining())
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import peewee
 
-from yicrouter.db import BaseModel
+from yicrouter.db import BaseModel, session
 
 IN_FLIGHT = "in_flight"
 QUEUED = "queued"
@@ -133,7 +133,7 @@ def _insert_or_replace(
     # Each statement commits on its own. A transaction that reads before it
     # writes can fail at once with "database is locked" in SQLite's WAL mode,
     # without waiting for busy_timeout, so the insert comes first.
-    with _database().connection_context():
+    with session(_database()):
         try:
             entry = QueueEntry.create(
                 sop_instance_uid=sop_instance_uid, destination=destination, created_at=now, live=1, **fields
@@ -151,7 +151,7 @@ def _insert_or_replace(
 
 
 def mark_delivered(entry_id: int) -> None:
-    with _database().connection_context():
+    with session(_database()):
         QueueEntry.delete().where(QueueEntry.id == entry_id).execute()
 
 
@@ -162,7 +162,7 @@ def mark_failed(
     now = now or utc_now()
     # The caller owns the row, so reading and then writing it needs no
     # transaction; see enqueue() for why one would hurt in SQLite.
-    with _database().connection_context():
+    with session(_database()):
         entry = QueueEntry.get_or_none(QueueEntry.id == entry_id)
         if entry is None:
             return DEAD
@@ -190,7 +190,7 @@ def release(owner: str | None = None, now: datetime | None = None) -> int:
     condition = QueueEntry.state == IN_FLIGHT
     if owner is not None:
         condition &= QueueEntry.owner == owner
-    with _database().connection_context():
+    with session(_database()):
         return int(
             QueueEntry.update(state=QUEUED, owner="", lease_expires_at=None, next_attempt_at=now, updated_at=now)
             .where(condition)
@@ -206,7 +206,7 @@ def _claimable(now: datetime) -> peewee.Expression:
 
 def due_destinations(now: datetime | None = None) -> list[str]:
     now = now or utc_now()
-    with _database().connection_context():
+    with session(_database()):
         query = QueueEntry.select(QueueEntry.destination).where(_claimable(now)).distinct()
         return sorted(str(row.destination) for row in query)
 
@@ -227,7 +227,7 @@ def claim(
         .order_by(QueueEntry.next_attempt_at, QueueEntry.id)
         .limit(limit)
     )
-    with _database().connection_context():
+    with session(_database()):
         (
             QueueEntry.update(
                 state=IN_FLIGHT, owner=owner,
@@ -247,7 +247,7 @@ def claim(
 
 def depth() -> dict[str, int]:
     """Return the number of rows in each state."""
-    with _database().connection_context():
+    with session(_database()):
         query = QueueEntry.select(QueueEntry.state, peewee.fn.COUNT(QueueEntry.id).alias("count")).group_by(
             QueueEntry.state
         )
@@ -280,7 +280,7 @@ def select_entries(
         query = query.where(*conditions)
     if limit is not None:
         query = query.limit(limit)
-    with _database().connection_context():
+    with session(_database()):
         return list(query)
 
 
@@ -289,7 +289,7 @@ def count_entries(*, state: str | None = None, destination: str | None = None) -
     conditions = _filters(state=state, destination=destination)
     if conditions:
         query = query.where(*conditions)
-    with _database().connection_context():
+    with session(_database()):
         return int(query.count())
 
 
@@ -307,7 +307,7 @@ def _filters(
 
 
 def get_entry(entry_id: int) -> QueueEntry | None:
-    with _database().connection_context():
+    with session(_database()):
         entry: QueueEntry | None = QueueEntry.get_or_none(QueueEntry.id == entry_id)
         return entry
 
@@ -322,7 +322,7 @@ def reschedule(entry_id: int, now: datetime | None = None) -> str:
     The caller then deletes the dead row's file if no other row uses it.
     """
     now = now or utc_now()
-    with _database().connection_context():
+    with session(_database()):
         try:
             changed = (
                 QueueEntry.update(
@@ -352,13 +352,13 @@ def delete_entry(entry_id: int, path: str, include_in_flight: bool = False) -> b
     condition = (QueueEntry.id == entry_id) & (QueueEntry.path == path)
     if not include_in_flight:
         condition &= QueueEntry.state != IN_FLIGHT
-    with _database().connection_context():
+    with session(_database()):
         return bool(QueueEntry.delete().where(condition).execute())
 
 
 def path_in_use(path: str) -> bool:
     """Return whether any row still refers to this spool file."""
-    with _database().connection_context():
+    with session(_database()):
         return bool(QueueEntry.select(QueueEntry.id).where(QueueEntry.path == path).exists())
 
 
@@ -369,7 +369,7 @@ def depth_by_destination() -> dict[str, dict[str, int]]:
         .group_by(QueueEntry.destination, QueueEntry.state)
     )
     counts: dict[str, dict[str, int]] = {}
-    with _database().connection_context():
+    with session(_database()):
         for row in query:
             by_state = counts.setdefault(str(row.destination), {state: 0 for state in STATES})
             by_state[str(row.state)] = int(getattr(row, "count"))
@@ -378,7 +378,7 @@ def depth_by_destination() -> dict[str, dict[str, int]]:
 
 def oldest_queued() -> QueueEntry | None:
     """Return the queued row that arrived first, or None when no row is queued."""
-    with _database().connection_context():
+    with session(_database()):
         entry: QueueEntry | None = (
             QueueEntry.select()
             .where(QueueEntry.state == QUEUED)

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import peewee
 from pydicom.dataset import Dataset
 
-from yicrouter.db import BaseModel
+from yicrouter.db import BaseModel, session
 
 
 class Location(BaseModel):
@@ -91,7 +91,7 @@ def record(sightings: list[Sighting], now: datetime | None = None) -> None:
         Location.study_uid, Location.series_uid, Location.sop_instance_uid,
     ]
     database = Location._meta.database
-    with database.connection_context(), database.atomic():
+    with session(database), database.atomic():
         for start in range(0, len(rows), 200):
             (
                 Location.insert_many(rows[start:start + 200])
@@ -107,7 +107,7 @@ def peers_holding(level: str, values: list[str]) -> list[str]:
     column = _COLUMNS[level]
     newest = peewee.fn.MAX(Location.last_seen)
     database = Location._meta.database
-    with database.connection_context():
+    with session(database):
         query = (
             Location.select(Location.peer, newest.alias("newest"))
             .where(column.in_(values))
@@ -129,7 +129,7 @@ def parent_uids(peer: str, series_uid: str = "", sop_instance_uid: str = "") -> 
         conditions.append(Location.series_uid == series_uid)
     found: dict[str, str] = {}
     database = Location._meta.database
-    with database.connection_context():
+    with session(database):
         for condition in conditions:
             rows = (
                 Location.select(Location.study_uid, Location.series_uid)
@@ -149,7 +149,7 @@ def studies_of_patients(peer: str, patient_ids: list[str]) -> list[str]:
     if not patient_ids:
         return []
     database = Location._meta.database
-    with database.connection_context():
+    with session(database):
         rows = (
             Location.select(Location.study_uid)
             .where(

@@ -55,6 +55,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from yicrouter.contexts import context_list
 from yicrouter.demo.matching import (
     PATIENT_ROOT_LEVELS,
     RANGE_VRS,
@@ -655,7 +656,8 @@ def _ignore_role_selection(ae: AE) -> None:
 def _start_server(
     ae: AE, address: tuple[str, int], handlers: list[EventHandlerType]
 ) -> ThreadedAssociationServer:
-    server = ae.start_server(address, block=False, evt_handlers=handlers)
+    server = ae.start_server(address, block=False, evt_handlers=handlers,
+                             contexts=context_list(ae.supported_contexts))
     if server is None:  # start_server returns None only when it blocks
         raise RuntimeError(f"pynetdicom did not start a server on {address[0]}:{address[1]}")
     return server

@@ -26,10 +26,12 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from yicrouter.contexts import context_list
 from yicrouter.scp.common import RouterServices
 from yicrouter.scp.get import serve_get
 from yicrouter.scp.move import serve_move
 from yicrouter.scp.screen import reject_blank_ae_titles
+from yicrouter.send_bounds import bound_sending
 
 _association_ids = itertools.count(1)
 
@@ -110,6 +112,7 @@ class RouterRequestHandler(RequestHandler):
         assoc.router_services = self.server.router_services  # type: ignore[attr-defined]
         assoc.router_association_id = f"a{next(_association_ids)}"  # type: ignore[attr-defined]
         assoc.early_find_cancels = set()  # type: ignore[attr-defined]
+        bound_sending(assoc)
         return assoc
 
 
@@ -127,6 +130,7 @@ def start_server(
     """Start a non-blocking server on `address` that creates RouterAssociations."""
     server = ae.make_server(
         address, ae_title=ae_title, evt_handlers=evt_handlers,
+        contexts=context_list(ae.supported_contexts),
         server_class=RouterServer, request_handler=RouterRequestHandler,
     )
     assert isinstance(server, RouterServer)
