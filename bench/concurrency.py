@@ -143,8 +143,9 @@ def measure_concurrency(context: BenchContext) -> MeasurementResult:
         stack.enter_context(running_router(context.work_dir / "router", peers, peers.entries(PEER_NAMES)))
         _run_rounds(context, peers, workstations, result)
     result.notes.append(
-        f"{len(studies)} workstations, one study of {context.sizes.instances_per_concurrent_study} "
-        "128x128 CT instances each, DCMTK movescu to DCMTK storescp destinations"
+        f"{len(studies)} workstations, each moving one study of 128x128 CT "
+        f"({context.sizes.instances_per_concurrent_study} per study), "
+        "DCMTK movescu to DCMTK storescp destinations"
     )
     return result
 

@@ -53,6 +53,9 @@ class Comparison:
 
     @property
     def target(self) -> str:
+        if self.max_ratio is not None and self.max_ratio < 1:
+            # A speed-up target: the router at least 1/max_ratio times faster.
+            return f"{1 / self.max_ratio:g}x faster (ratio <= {self.max_ratio:g})"
         if self.max_ratio is not None:
             return f"ratio <= {self.max_ratio:g}"
         if self.max_difference is not None:

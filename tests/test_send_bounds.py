@@ -25,6 +25,8 @@ from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
+from structlog.testing import capture_logs
+
 from harness.dcmtk import StoreSCP
 from harness.ports import free_port
 from harness.waiting import wait_for
@@ -71,10 +73,10 @@ def _signal(scp: StoreSCP, signum: int) -> None:
     os.kill(scp.process._popen.pid, signum)
 
 
-def _associate(node_port: int, ae_title: str) -> Association:
+def _associate(node_port: int, ae_title: str, dimse_timeout: float = 10) -> Association:
     ae = AE(ae_title="BOUNDSCU")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    ae.dimse_timeout = 10
+    ae.dimse_timeout = dimse_timeout
     assoc = ae.associate("127.0.0.1", node_port, ae_title=ae_title)
     assert assoc.is_established
     return assoc
@@ -150,6 +152,19 @@ def test_sender_stops_waiting_when_the_association_is_aborted(stopped_storescp: 
     assert not aborting.is_alive(), "abort() did not return"
     thread.join(timeout=30)
     assert not thread.is_alive(), "the sender kept waiting after the association was aborted"
+
+
+def test_stalled_receiver_is_disconnected(stopped_storescp: StoreSCP, large_instance: Path) -> None:
+    """A receiver that reads nothing for the DIMSE timeout loses the connection; the sender returns."""
+    assoc = _associate(stopped_storescp.port, stopped_storescp.ae_title, dimse_timeout=2)
+    bound_sending(assoc)
+    _signal(stopped_storescp, signal.SIGSTOP)
+    with capture_logs() as events:
+        thread, result = _send_in_thread(assoc, large_instance)
+        thread.join(timeout=30)
+    assert not thread.is_alive(), "the sender still waits for a receiver that stopped reading"
+    assert "Status" not in result["rsp"]
+    assert [event["event"] for event in events].count("send_stalled") == 1
 
 
 def test_pdus_are_capped_for_a_receiver_without_limit(large_instance: Path) -> None:

@@ -84,13 +84,17 @@ class PeerCall:
         return assoc
 
     def _note_failed_association(self, event: Any) -> None:
-        """Report an association that failed before it was established, at once.
+        """Report at once that the call's first association ended before any A-ASSOCIATE response.
 
         When the TCP connection is refused, pynetdicom 3.0.4 aborts the
         association and then sleeps 0.1 s before associate() returns. A
-        fan-out need not wait for that to know the peer is down.
+        fan-out need not wait for that to know the peer is down. An abort
+        after the A-ASSOCIATE-AC, for example one instead of an A-RELEASE-RP,
+        is not reported here.
         """
-        if self.on_association_failed is not None and not event.assoc.is_established and not self.aborted:
+        answered = event.assoc.acceptor.primitive is not None
+        first = self._assoc is None
+        if self.on_association_failed is not None and first and not answered and not self.aborted:
             self.on_association_failed(ASSOCIATION_FAILED)
 
     def abort(self) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import peewee
+from pydicom import dcmread
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag, Tag
 
@@ -34,10 +35,14 @@ def read_keys(path: Path, sop_instance_uid: str) -> InstanceKeys:
     """Read the patient, study and series keys from a received file's header.
 
     Reading stops at the first element after Series Instance UID, which
-    saves about a quarter of the time of reading the whole header.
+    saves about a quarter of the time of reading the whole header. A file
+    whose elements are out of tag order may hide a key past that point, so
+    a missing key is looked for in the whole header.
     """
     with open(path, "rb") as file:
         header = read_partial(file, stop_when=_after_keys, specific_tags=list(_KEY_TAGS))
+    if any(tag not in header for tag in _KEY_TAGS):
+        header = dcmread(path, stop_before_pixels=True, specific_tags=list(_KEY_TAGS))
 
     def text(keyword: str) -> str:
         return str(header.get(keyword, "") or "").strip()
