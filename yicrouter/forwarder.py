@@ -24,12 +24,12 @@ from pynetdicom.presentation import PresentationContext
 
 from yicrouter import status, transcode
 from yicrouter.config import WorkstationSettings
+from yicrouter.contexts import context_list
 from yicrouter.logs import get_logger
 from yicrouter.moves import ReceivedInstance
-from yicrouter.contexts import context_list
 from yicrouter.net import TUNING_HANDLERS
-from yicrouter.send_bounds import bound_sending
 from yicrouter.reactor import pause_reactor, resume_reactor
+from yicrouter.send_bounds import bound_sending
 
 log = get_logger(__name__)
 

@@ -17,8 +17,8 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from yicrouter.config import PeerSettings
-from yicrouter.logs import get_logger
 from yicrouter.contexts import context_list
+from yicrouter.logs import get_logger
 from yicrouter.net import TUNING_HANDLERS
 from yicrouter.reactor import resume_reactor
 

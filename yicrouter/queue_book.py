@@ -19,8 +19,8 @@ from pathlib import Path
 
 import peewee
 
-from yicrouter.db import session
 from yicrouter import retry_queue
+from yicrouter.db import session
 from yicrouter.logs import get_logger
 from yicrouter.moves import ReceivedInstance
 from yicrouter.spool import Spool
@@ -74,7 +74,7 @@ class QueueBook:
             with session(entry._meta.database):
                 rows = [(int(row.id), str(row.path)) for row in entry.select(entry.id, entry.path).where(mine)]
                 purged = [(entry_id, path) for entry_id, path in rows
-                          if retry_queue.abandon(entry_id, since)]
+                          if retry_queue.abandon(entry_id, since, only_if=mine)]
             for _, path in purged:
                 if not retry_queue.path_in_use(path):
                     self._spool.discard(Path(path))

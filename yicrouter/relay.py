@@ -5,7 +5,8 @@ C-MOVE or C-GET at the peer. The C-STORE handler puts each received instance
 into the job's inbox. This loop sends it on at once with an InstanceSender
 (to the Move Destination of a C-MOVE, or back on the requester's own
 association for a C-GET), then sends a Pending response with the router's own
-counts: after the first instance, and then at most every 0.2 s. The final response goes out only after the last send has finished.
+counts: after the first instance, and then at most every 0.2 s. The final
+response goes out only after the last send has finished.
 
 Each instance that the router acknowledged to the peer is counted once: sent
 on (completed, warning or failed), kept in the retry queue (failed), or, after
