@@ -16,10 +16,8 @@ import pytest
 
 from yicrouter import retry_queue
 from yicrouter.db import open_database
-from yicrouter.queue_book import QueueBook
 from yicrouter.retry_queue import DEAD, IN_FLIGHT, QUEUED, QueueEntry, RetryPolicy
 from yicrouter.routing import Location
-from yicrouter.spool import Spool
 
 START = datetime(2026, 1, 1, 12, 0, 0)
 
@@ -138,50 +136,3 @@ def test_expired_lease_claimable_again() -> None:
     after_lease = retry_queue.claim("delivery:2", "WS1", 10, 60.0, now=START + timedelta(seconds=61))
     assert too_soon == []
     assert [int(row.id) for row in after_lease] == [entry_id]
-
-
-def test_abandon_deletes_row_of_this_move() -> None:
-    entry_id, _ = _enqueue(now=START)
-    assert retry_queue.abandon(entry_id, since=START, now=START)
-    assert sum(retry_queue.depth().values()) == 0
-
-
-def test_abandon_requeues_earlier_moves_row() -> None:
-    """A row that a later move took over goes back to the queue when that move gives up."""
-    entry_id, _ = _enqueue(path="/spool/old.dcm", owner="move:1", now=START)
-    later = START + timedelta(minutes=5)
-    taken_id, replaced = _enqueue(path="/spool/new.dcm", owner="move:2", now=later)
-    assert taken_id == entry_id
-    assert replaced == "/spool/old.dcm"
-    assert not retry_queue.abandon(taken_id, since=later, now=later)
-    assert _state(entry_id) == QUEUED
-    with QueueEntry._meta.database.connection_context():
-        row = QueueEntry.get_by_id(entry_id)
-    assert row.path == "/spool/new.dcm"
-    assert row.owner == ""
-
-
-def test_purge_requeues_row_taken_from_earlier_move(tmp_path: Path) -> None:
-    """Cancelling a move keeps the queued copy that an earlier move still has to deliver."""
-    spool = Spool(tmp_path / "state")
-    spool.prepare()
-    old_file, new_file = tmp_path / "old.dcm", tmp_path / "new.dcm"
-    old_file.write_bytes(b"old")
-    new_file.write_bytes(b"new")
-    later = START + timedelta(minutes=5)
-
-    def enqueue(path: Path, move_id: str, now: datetime) -> tuple[int, str | None]:
-        return retry_queue.enqueue(
-            sop_instance_uid="1.2.3.9", sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-            transfer_syntax="1.2.840.10008.1.2.1", path=str(path), size=3, destination="WS1",
-            originator=("WS1", 7), move_id=move_id, owner=f"move:{move_id}", lease_seconds=60.0, now=now,
-        )
-
-    entry_id, _ = enqueue(old_file, "m1", START)
-    retry_queue.mark_failed(entry_id, "destination unreachable", RetryPolicy(), random.Random(1), now=START)
-    taken_id, _ = enqueue(new_file, "m2", later)
-    book = QueueBook(spool, RetryPolicy(), {})
-
-    assert book.purge_move("m2", "move:m2", since=later) == 0
-    assert _state(taken_id) == QUEUED
-    assert new_file.exists()

@@ -73,10 +73,12 @@ def _signal(scp: StoreSCP, signum: int) -> None:
     os.kill(scp.process._popen.pid, signum)
 
 
-def _associate(node_port: int, ae_title: str, dimse_timeout: float = 10) -> Association:
+def _associate(node_port: int, ae_title: str, dimse_timeout: float = 10,
+               network_timeout: float | None = None) -> Association:
     ae = AE(ae_title="BOUNDSCU")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     ae.dimse_timeout = dimse_timeout
+    ae.network_timeout = network_timeout or dimse_timeout
     assoc = ae.associate("127.0.0.1", node_port, ae_title=ae_title)
     assert assoc.is_established
     return assoc
@@ -137,17 +139,17 @@ def test_bounded_queue_holds_few_pdus_and_delivers(stopped_storescp: StoreSCP, l
 
 
 def test_sender_stops_waiting_when_the_association_is_aborted(stopped_storescp: StoreSCP, large_instance: Path) -> None:
-    assoc = _associate(stopped_storescp.port, stopped_storescp.ae_title)
+    """abort() and the sender return although the receiver never reads again."""
+    assoc = _associate(stopped_storescp.port, stopped_storescp.ae_title, dimse_timeout=2)
     bound_sending(assoc)
     _signal(stopped_storescp, signal.SIGSTOP)
     thread, _ = _send_in_thread(assoc, large_instance)
     wait_for(lambda: _waiting_in_bounded_put(thread), timeout=60,
              message="the sender never waited for room in the bounded queue")
     # pynetdicom's abort() waits for the DUL thread, which is blocked in a
-    # socket send until the receiver reads again.
+    # socket send until the socket's timeout ends it.
     aborting = threading.Thread(target=assoc.abort, daemon=True)
     aborting.start()
-    _signal(stopped_storescp, signal.SIGCONT)
     aborting.join(timeout=30)
     assert not aborting.is_alive(), "abort() did not return"
     thread.join(timeout=30)
@@ -156,7 +158,8 @@ def test_sender_stops_waiting_when_the_association_is_aborted(stopped_storescp: 
 
 def test_stalled_receiver_is_disconnected(stopped_storescp: StoreSCP, large_instance: Path) -> None:
     """A receiver that reads nothing for the DIMSE timeout loses the connection; the sender returns."""
-    assoc = _associate(stopped_storescp.port, stopped_storescp.ae_title, dimse_timeout=2)
+    # The socket's own timeout, the network timeout, must not end the send first.
+    assoc = _associate(stopped_storescp.port, stopped_storescp.ae_title, dimse_timeout=2, network_timeout=60)
     bound_sending(assoc)
     _signal(stopped_storescp, signal.SIGSTOP)
     with capture_logs() as events:

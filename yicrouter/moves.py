@@ -17,7 +17,6 @@ import queue
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from yicrouter.config import PeerSettings, WorkstationSettings
@@ -77,9 +76,6 @@ class MoveJob:
     upstream_message_id: int
     peer: PeerSettings | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    # When the job began, in naive UTC as the retry queue stores times. Its
-    # rows created earlier belonged to an earlier move (retry_queue.abandon).
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(tzinfo=None))
     inbox: "queue.Queue[ReceivedInstance | PeerFinished]" = field(default_factory=queue.Queue)
     received_uids: set[str] = field(default_factory=set)
     peer_progress: MoveProgress = field(default_factory=MoveProgress)

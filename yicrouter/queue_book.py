@@ -3,9 +3,7 @@
 Every outcome touches both: a delivered instance loses its row and its file,
 a failed one keeps its file and gets its next attempt scheduled, and a
 dropped one (its move was cancelled) loses both, as do all rows of a
-cancelled move. A row that the move took over from an earlier move's queued
-copy of the same instance goes back to the queue instead, with its file.
-A database fault is logged
+cancelled move. A database fault is logged
 and never stops a move: the row then stays as it was, so at worst an
 instance is sent again, never lost.
 """
@@ -14,7 +12,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import peewee
@@ -49,24 +46,21 @@ class QueueBook:
                             entry_id=instance.entry_id, path=str(instance.path), reason=reason)
         return states[0] if states else None
 
-    def dropped(self, instance: ReceivedInstance, since: datetime) -> None:
-        """Forget an instance that its move, begun at `since`, will not send.
-
-        A row that an earlier move queued stays queued, with its file.
-        """
-        deleted: list[bool] = []
-        if instance.entry_id and not self._update(
-                instance, lambda: deleted.append(retry_queue.abandon(instance.entry_id, since))):
-            return
-        if not instance.entry_id or deleted[0]:
+    def dropped(self, instance: ReceivedInstance) -> None:
+        if self._update(instance, lambda: retry_queue.mark_delivered(instance.entry_id)):
             self._spool.discard(instance.path)
 
-    def purge_move(self, move_id: str, owner: str, since: datetime) -> int:
-        """Delete every row of a cancelled move, begun at `since`, and its file; return how many rows went.
+    def purge_move(self, move_id: str, owner: str) -> int:
+        """Delete every row of a cancelled move and its file; return how many rows went.
 
         A row that the delivery job has claimed is being sent already, so it
-        is left alone. A row that an earlier move queued goes back to the
-        queue instead (retry_queue.abandon).
+        is left alone.
+
+        NOTE: when this move received an instance that an earlier move had
+        queued for the same destination, enqueue() gave it that row, so the
+        purge deletes the earlier move's only copy too. Keeping it needs the
+        row to record which move created it; comparing times is not enough
+        when moves overlap.
         """
         entry = retry_queue.QueueEntry
         mine = (entry.move_id == move_id) & ((entry.state != retry_queue.IN_FLIGHT) | (entry.owner == owner))
@@ -74,7 +68,7 @@ class QueueBook:
             with session(entry._meta.database):
                 rows = [(int(row.id), str(row.path)) for row in entry.select(entry.id, entry.path).where(mine)]
                 purged = [(entry_id, path) for entry_id, path in rows
-                          if retry_queue.abandon(entry_id, since, only_if=mine)]
+                          if entry.delete().where(mine & (entry.id == entry_id)).execute()]
             for _, path in purged:
                 if not retry_queue.path_in_use(path):
                     self._spool.discard(Path(path))

@@ -312,7 +312,7 @@ class MoveRelay:
         """Delete the retry-queue rows of a cancelled move, so that nothing is sent later."""
         if not self.job.durable:
             return
-        self._queue.purge_move(self.job.id, self.job.queue_owner, self.job.started_at)
+        self._queue.purge_move(self.job.id, self.job.queue_owner)
         self.counts.queued_for_retry = 0
 
     def _forward(self, instance: ReceivedInstance) -> None:
@@ -333,7 +333,7 @@ class MoveRelay:
         if retried:
             self._queue.failed(instance, forwarded.reason or f"C-STORE status 0x{forwarded.status:04X}")
         else:
-            self._queue.dropped(instance, self.job.started_at)
+            self._queue.dropped(instance)
 
     def _report_progress(self, requester_lost: bool) -> None:
         self._last_pending_at = time.monotonic()
@@ -415,7 +415,7 @@ class MoveRelay:
             if not isinstance(item, ReceivedInstance):
                 continue
             if not keep:
-                self._queue.dropped(item, self.job.started_at)
+                self._queue.dropped(item)
             if cancelled:
                 self.counts.dropped += 1
             else:

@@ -155,27 +155,6 @@ def mark_delivered(entry_id: int) -> None:
         QueueEntry.delete().where(QueueEntry.id == entry_id).execute()
 
 
-def abandon(entry_id: int, since: datetime, only_if: Any = None, now: datetime | None = None) -> bool:
-    """Delete the row of an instance that its move will not send; return True when deleted.
-
-    A row created before `since`, the start of that move, was queued by an
-    earlier move and taken over by enqueue(). It goes back to the queue,
-    due at once, so the delivery job still sends it for the earlier move.
-    `only_if`, a peewee condition, must also hold for either change.
-    """
-    now = now or utc_now()
-    row = QueueEntry.id == entry_id
-    if only_if is not None:
-        row &= only_if
-    with session(_database()):
-        if QueueEntry.delete().where(row & (QueueEntry.created_at >= since)).execute():
-            return True
-        QueueEntry.update(
-            state=QUEUED, live=1, owner="", lease_expires_at=None, next_attempt_at=now, updated_at=now,
-        ).where(row).execute()
-        return False
-
-
 def mark_failed(
     entry_id: int, error: str, policy: RetryPolicy, rng: random.Random, now: datetime | None = None
 ) -> str:

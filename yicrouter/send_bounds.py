@@ -13,7 +13,13 @@ MAX_QUEUED_PDUS P-DATA primitives, so the sending thread waits for room, and
 caps the PDUs that it sends at MAX_SEND_PDU bytes. When the queue has had no
 room for the association's DIMSE timeout, the receiver has stopped reading:
 the queue then shuts the connection down, which ends pynetdicom's blocked
-socket send, instead of waiting as long as the receiver stays stopped. A sender may always send
+socket send, instead of waiting as long as the receiver stays stopped.
+
+pynetdicom also leaves its sockets without a timeout once connected, so a
+send to a receiver that stopped reading blocks the DUL thread for good, and
+abort() and release() wait for that thread. bound_sending() therefore gives
+the socket the association's network timeout: a send blocked that long fails,
+and pynetdicom closes the association (Evt17). A sender may always send
 PDUs shorter than the receiver's Maximum Length (PS3.8 D.1).
 """
 
@@ -38,7 +44,8 @@ MAX_SEND_PDU = 262144
 # Seconds between checks, while the queue is full, that the DUL still runs.
 _FULL_CHECK_INTERVAL = 0.5
 # Seconds without room in the queue after which the receiver counts as
-# stalled, when the association has no DIMSE timeout.
+# stalled, when the association has no DIMSE timeout, and the socket timeout
+# when it has no network timeout.
 _DEFAULT_STALL_SECONDS = 30.0
 
 
@@ -117,6 +124,9 @@ def bound_sending(assoc: Any) -> None:
     Primitives already queued, if any, move to the new queue in order.
     """
     dul = assoc.dul
+    sock = getattr(dul.socket, "socket", None)
+    if sock is not None:
+        sock.settimeout(float(assoc.network_timeout or _DEFAULT_STALL_SECONDS))
     if not isinstance(dul.to_provider_queue, BoundedSendQueue):
         bounded = BoundedSendQueue(dul)
         old = dul.to_provider_queue

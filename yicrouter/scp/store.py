@@ -221,20 +221,18 @@ def _hand_over(instance: ReceivedInstance, job: MoveJob, services: RouterService
                  reason="the move ended while the instance was being stored; the delivery job sends it")
         release_rows(job.queue_owner, context)
         return status.SUCCESS
-    _drop(instance, job, services, context)
+    _drop(instance, services, context)
     log.warning("store_refused_after_move", **context, move_state=state,
                 reason="the retrieve ended while the instance was being stored")
     return status.STORE_REFUSED_NOT_AUTHORIZED
 
 
-def _drop(instance: ReceivedInstance, job: MoveJob, services: RouterServices, context: dict[str, Any]) -> None:
-    """Delete the instance's row, if it has one, and its spool file; keep a row that an earlier move queued."""
+def _drop(instance: ReceivedInstance, services: RouterServices, context: dict[str, Any]) -> None:
+    """Delete the instance's row, if it has one, and its spool file."""
     if instance.entry_id:
         try:
-            deleted = retry_queue.abandon(instance.entry_id, job.started_at)
+            retry_queue.mark_delivered(instance.entry_id)
         except peewee.PeeweeException as exc:
             log.error("queue_write_failed", **context, entry_id=instance.entry_id, error=str(exc))
-            return
-        if not deleted:
             return
     services.spool.discard(instance.path)
