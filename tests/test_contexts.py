@@ -53,7 +53,7 @@ def test_plain_deepcopy_rebuilds_every_uid(router: Router) -> None:
     assert _uid_ids(duplicate).isdisjoint(_uid_ids(supported))
 
 
-def test_context_list_copy_shares_uids_and_nothing_else() -> None:
+def test_copy_shares_only_uids() -> None:
     original = ContextList([PresentationContext()])
     original[0].abstract_syntax = Verification
     original[0].add_transfer_syntax("1.2.840.10008.1.2")
@@ -75,7 +75,7 @@ def test_context_list_keeps_a_context_list() -> None:
     assert isinstance(context_list([]), ContextList)
 
 
-def test_accepted_association_shares_the_routers_uids(router: Router) -> None:
+def test_accepted_association_shares_uids(router: Router) -> None:
     ae = AE(ae_title=WORKSTATION_AE)
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", router.port, ae_title="YICROUTER")

@@ -26,7 +26,7 @@ from yicrouter.peer_client import ASSOCIATION_FAILED
 from yicrouter.query import InformationModel, parse_find
 
 
-def test_refused_connection_ends_the_fanout_before_associate_returns() -> None:
+def test_refused_connection_ends_fanout_early() -> None:
     dead = PeerSettings(name="dead", ae_title="DEADPACS", host="127.0.0.1", port=free_port())
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
@@ -43,7 +43,7 @@ def test_refused_connection_ends_the_fanout_before_associate_returns() -> None:
     assert fanout.calls["dead"]._assoc is None
 
 
-def test_abort_instead_of_release_is_no_failure(tmp_path: Path) -> None:
+def test_abort_on_release_not_failure(tmp_path: Path) -> None:
     """A peer that replies to A-RELEASE-RQ with A-ABORT still counts as searched, with all its matches."""
     study = build_study(tmp_path / "seed", patient_id="ABORTREL1", patient_name="Abort^Release",
                         accession_number="AR1", sources=("CT_small.dcm",), instances_per_source=1)

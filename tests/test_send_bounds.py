@@ -120,7 +120,7 @@ def test_pynetdicom_queues_the_whole_instance(stopped_storescp: StoreSCP, large_
     assoc.release()
 
 
-def test_bounded_queue_holds_few_pdus_and_delivers(stopped_storescp: StoreSCP, large_instance: Path) -> None:
+def test_bounded_queue_limits_and_delivers(stopped_storescp: StoreSCP, large_instance: Path) -> None:
     assoc = _associate(stopped_storescp.port, stopped_storescp.ae_title)
     bound_sending(assoc)
     assert isinstance(assoc.dul.to_provider_queue, BoundedSendQueue)
@@ -138,7 +138,7 @@ def test_bounded_queue_holds_few_pdus_and_delivers(stopped_storescp: StoreSCP, l
     assert dcmread(received).PixelData == dcmread(large_instance).PixelData
 
 
-def test_sender_stops_waiting_when_the_association_is_aborted(stopped_storescp: StoreSCP, large_instance: Path) -> None:
+def test_abort_ends_blocked_sender(stopped_storescp: StoreSCP, large_instance: Path) -> None:
     """abort() and the sender return although the receiver never reads again."""
     assoc = _associate(stopped_storescp.port, stopped_storescp.ae_title, dimse_timeout=2)
     bound_sending(assoc)
@@ -170,7 +170,7 @@ def test_stalled_receiver_is_disconnected(stopped_storescp: StoreSCP, large_inst
     assert [event["event"] for event in events].count("send_stalled") == 1
 
 
-def test_pdus_are_capped_for_a_receiver_without_limit(large_instance: Path) -> None:
+def test_pdus_capped_without_receiver_limit(large_instance: Path) -> None:
     """An AE with Maximum Length 0 (no limit) gets PDUs of at most MAX_SEND_PDU bytes."""
     scp = AE(ae_title="NOLIMIT")
     scp.maximum_pdu_size = 0
