@@ -10,17 +10,18 @@ whole data set as one PDU, read into memory at once.
 
 bound_sending() gives an association a queue with room for at most
 MAX_QUEUED_PDUS P-DATA primitives, so the sending thread waits for room, and
-caps the PDUs that it sends at MAX_SEND_PDU bytes. When the queue has had no
-room for the association's DIMSE timeout, the receiver has stopped reading:
-the queue then shuts the connection down, which ends pynetdicom's blocked
-socket send, instead of waiting as long as the receiver stays stopped.
+caps the PDUs that it sends at MAX_SEND_PDU bytes. The receiver's Maximum
+Length is an upper limit (PS3.8 D.1), so shorter PDUs are allowed. When the
+queue has had no room for the association's DIMSE timeout, the receiver has
+stopped reading: the queue then shuts the connection down, which ends
+pynetdicom's blocked socket send, instead of waiting as long as the receiver
+stays stopped.
 
 pynetdicom also leaves its sockets without a timeout once connected, so a
 send to a receiver that stopped reading blocks the DUL thread for good, and
 abort() and release() wait for that thread. bound_sending() therefore gives
 the socket the association's network timeout: a send blocked that long fails,
-and pynetdicom closes the association (Evt17). A sender may always send
-PDUs shorter than the receiver's Maximum Length (PS3.8 D.1).
+and pynetdicom closes the association (Evt17).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class CappedDIMSEServiceProvider(DIMSEServiceProvider):
 
 
 def bound_sending(assoc: Any) -> None:
-    """Bound the send queue and PDU size of `assoc`; call it while nothing is being sent.
+    """Bound the send queue, PDU size and socket timeout of `assoc`; call it while nothing is being sent.
 
     Primitives already queued, if any, move to the new queue in order.
     """
