@@ -5,7 +5,7 @@ association that it accepts, and the proposed ones for every association that
 it requests. copy.deepcopy rebuilds each transfer syntax UID through pydicom's
 UID constructor, which validates it again. The router supports 177 abstract
 syntaxes with 45 transfer syntaxes each, so every association it accepted
-cost 70 to 100 ms of CPU, with the GIL held, before negotiation began. Every
+cost 65 to 100 ms of CPU, with the GIL held, before negotiation began. Every
 workstation query and the first instance of every relayed study waited for
 it, and so did every other thread of the router.
 

@@ -52,8 +52,8 @@ class PeerCall:
         self._assoc: Association | None = None
         self._lock = threading.Lock()
         self.aborted = False
-        # Called, from pynetdicom's thread, as soon as the association fails
-        # before it is established; see _note_failed_association.
+        # Called from pynetdicom's thread as soon as the first association
+        # ends before any A-ASSOCIATE response (see _note_failed_association).
         self.on_association_failed: Callable[[str], None] | None = None
 
     def _associate(self, sop_class_uid: str) -> Association:

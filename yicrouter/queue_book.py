@@ -59,7 +59,7 @@ class QueueBook:
         NOTE: when this move received an instance that an earlier move had
         queued for the same destination, enqueue() gave it that row, so the
         purge deletes the earlier move's only copy too. Keeping it needs the
-        row to record which move created it; comparing times is not enough
+        row to record which move created it. Comparing times is not enough
         when moves overlap.
         """
         entry = retry_queue.QueueEntry

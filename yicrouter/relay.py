@@ -46,7 +46,7 @@ _POLL_INTERVAL = 0.2
 _QUIET_PENDING_INTERVAL = 5.0
 # Seconds that must pass between two Pending responses sent after instances.
 # Encoding and sending one per instance cost about a tenth of the router's
-# CPU time in a relay of small instances (docs/benchmarks.md).
+# CPU time in a relay of 512x512 CT (docs/benchmarks.md).
 _PENDING_MIN_INTERVAL = 0.2
 # Seconds that the relay waits, after the peer's retrieve has ended, for
 # C-STOREs of the job that are still being stored. Storing one takes a file

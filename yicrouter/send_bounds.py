@@ -120,9 +120,10 @@ class CappedDIMSEServiceProvider(DIMSEServiceProvider):
 
 
 def bound_sending(assoc: Any) -> None:
-    """Bound the send queue, PDU size and socket timeout of `assoc`; call it while nothing is being sent.
+    """Bound the send queue, PDU size and socket timeout of `assoc`.
 
-    Primitives already queued, if any, move to the new queue in order.
+    Call it while nothing is being sent. Primitives already queued, if any,
+    move to the new queue in order.
     """
     dul = assoc.dul
     sock = getattr(dul.socket, "socket", None)

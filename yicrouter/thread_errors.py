@@ -63,7 +63,8 @@ def handle_dul_failure(args: Any) -> None:
 
 def _remove_partial_data_set(assoc: Any) -> None:
     """Close and delete the temporary file of the C-STORE data set being received, if any."""
-    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    dimse = getattr(assoc, "dimse", None)
+    message = getattr(dimse, "message", None)
     partial = getattr(message, "_data_set_file", None)
     if partial is None:
         return
